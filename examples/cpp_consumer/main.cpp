@@ -1,0 +1,34 @@
+// Uses the installed scalpel from outside its source tree: reads a model
+// directory's config, weights and tokenizer; with no argument, writes and
+// reads back a small safetensors file instead.
+#include <scalpel/scalpel.hpp>
+
+#include <cstdio>
+#include <iostream>
+
+int main(int argc, char** argv) {
+  try {
+    if (argc < 2) {
+      const std::string path = "consumer_roundtrip.safetensors";
+      scalpel::save_safetensors(path, {{"w", at::arange(6, at::kFloat).reshape({2, 3})}}, {{"format", "pt"}});
+      scalpel::SafetensorsFile f(path);
+      std::cout << "round trip: " << f.get("w").sum().item<float>() << " (expected 15)\n";
+      std::remove(path.c_str());
+      return f.get("w").sum().item<float>() == 15.0f ? 0 : 1;
+    }
+    const std::string dir = argv[1];
+    auto files = scalpel::HFModelFiles::find(dir);
+    auto config = scalpel::HFConfig::from_file(files.config_path);
+    auto weights = scalpel::SafetensorsCheckpoint::open(files.weights_path);
+    std::cout << config.architecture << ": " << config.num_hidden_layers << " layers, d_model "
+              << config.hidden_size << ", " << weights.keys().size() << " tensors, "
+              << weights.total_bytes() << " bytes\n";
+    auto tok = scalpel::load_tokenizer(dir);
+    auto ids = tok.encode("Once upon a time");
+    std::cout << "\"Once upon a time\" -> " << ids.size() << " tokens -> \"" << tok.decode(ids, true) << "\"\n";
+    return ids.empty() ? 1 : 0;
+  } catch (const std::exception& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return 1;
+  }
+}

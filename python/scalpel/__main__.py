@@ -1,0 +1,5 @@
+import sys
+
+from scalpel.cli import main
+
+sys.exit(main())

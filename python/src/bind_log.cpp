@@ -1,0 +1,31 @@
+#include "bindings.hpp"
+
+#include "scalpel/log.hpp"
+
+namespace scalpel::python {
+
+void bind_log(py::module_& m) {
+  m.def("set_log_level", &scalpel::set_log_level, py::arg("level"),
+        "Set scalpel's log level: trace, debug, info, warn, error or off (also SCALPEL_LOG_LEVEL).");
+  m.def("get_log_level", &scalpel::get_log_level, "The current log level.");
+  m.def("log_message", &scalpel::log_message, py::arg("level"), py::arg("message"),
+        "Log through scalpel's logger (shares the level switch).");
+  m.def(
+      "set_progress_callback",
+      [](py::object cb) {
+        if (cb.is_none()) {
+          scalpel::set_progress_callback(nullptr);
+          return;
+        }
+        // Called from C++ threads that may not hold the GIL.
+        auto holder = std::make_shared<py::object>(std::move(cb));
+        scalpel::set_progress_callback([holder](const std::string& label, int64_t done, int64_t total) {
+          py::gil_scoped_acquire gil;
+          (*holder)(label, done, total);
+        });
+      },
+      py::arg("callback"),
+      "Route progress events of long jobs to callback(label, done, total) instead of the log; None restores the log.");
+}
+
+}  // namespace scalpel::python

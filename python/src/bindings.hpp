@@ -1,0 +1,18 @@
+// The binding layer only translates: argument names, defaults, docstrings,
+// the GIL, and exceptions. No logic lives here.
+#pragma once
+
+#include <torch/extension.h>
+
+namespace py = pybind11;
+
+namespace scalpel::python {
+void bind_errors(py::module_& m);
+void bind_log(py::module_& m);
+void bind_safetensors(py::module_& m);
+void bind_config(py::module_& m);
+void bind_tokenizer(py::module_& m);
+
+/// json.dumps(obj) — lists of dicts and keyword arguments cross into C++ as JSON.
+std::string to_json(const py::handle& obj);
+}  // namespace scalpel::python

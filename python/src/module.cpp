@@ -1,0 +1,13 @@
+#include "bindings.hpp"
+
+#include "scalpel/version.hpp"
+
+PYBIND11_MODULE(_scalpel, m) {
+  m.doc() = "scalpel: circuits and surgical edits for transformer language models (C++ core)";
+  m.attr("__version__") = scalpel::version();
+  scalpel::python::bind_errors(m);
+  scalpel::python::bind_log(m);
+  scalpel::python::bind_safetensors(m);
+  scalpel::python::bind_config(m);
+  scalpel::python::bind_tokenizer(m);
+}

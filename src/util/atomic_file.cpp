@@ -1,0 +1,75 @@
+#include "util/atomic_file.hpp"
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <vector>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "scalpel/errors.hpp"
+#include "util/messages.hpp"
+
+namespace fs = std::filesystem;
+
+namespace scalpel::detail {
+
+AtomicFile::AtomicFile(const std::string& path) : path_(path) {
+  fs::path p(path);
+  fs::path dir = p.has_parent_path() ? p.parent_path() : fs::path(".");
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec))
+    throw FileNotFound(expected_got("output file " + path, "an existing directory " + dir.string(),
+                                    "no such directory", "create it first"));
+  if (fs::is_directory(p, ec))
+    throw InvalidArgument(expected_got("output file " + path, "a file path", "an existing directory"));
+  std::string templ = (dir / ("." + p.filename().string() + ".tmp.XXXXXX")).string();
+  std::vector<char> buf(templ.begin(), templ.end());
+  buf.push_back('\0');
+  fd_ = ::mkstemp(buf.data());
+  if (fd_ < 0)
+    throw FormatError(expected_got("output file " + path, "a writable directory", std::strerror(errno)));
+  tmp_ = buf.data();
+  ::fchmod(fd_, 0644);
+}
+
+AtomicFile::~AtomicFile() {
+  if (fd_ >= 0) ::close(fd_);
+  if (!committed_ && !tmp_.empty()) ::unlink(tmp_.c_str());
+}
+
+void AtomicFile::write(const void* data, size_t n) {
+  const char* p = static_cast<const char*>(data);
+  while (n > 0) {
+    ssize_t w = ::write(fd_, p, n);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      throw FormatError(expected_got("writing " + path_, "success", std::strerror(errno), "is the disk full?"));
+    }
+    p += w;
+    n -= static_cast<size_t>(w);
+  }
+}
+
+void AtomicFile::commit() {
+  if (::fsync(fd_) != 0 || ::close(fd_) != 0) {
+    fd_ = -1;
+    throw FormatError(expected_got("writing " + path_, "success", std::strerror(errno)));
+  }
+  fd_ = -1;
+  if (std::rename(tmp_.c_str(), path_.c_str()) != 0)
+    throw FormatError(expected_got("renaming into " + path_, "success", std::strerror(errno)));
+  committed_ = true;
+}
+
+void write_file_atomic(const std::string& path, const std::string& text) {
+  AtomicFile f(path);
+  f.write(text.data(), text.size());
+  f.commit();
+}
+
+}  // namespace scalpel::detail
