@@ -1,6 +1,7 @@
 // Uses the installed scalpel from outside its source tree: reads a model
 // directory's config, weights and tokenizer; with no argument, writes and
 // reads back a small safetensors file instead.
+#include <ATen/ATen.h>
 #include <scalpel/scalpel.hpp>
 
 #include <cstdio>

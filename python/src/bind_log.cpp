@@ -26,6 +26,15 @@ void bind_log(py::module_& m) {
       },
       py::arg("callback"),
       "Route progress events of long jobs to callback(label, done, total) instead of the log; None restores the log.");
+
+  py::class_<Progress>(m, "Progress",
+                       "Progress of a long job, reported like the C++ core's own (log line or progress callback).")
+      .def(py::init<std::string, int64_t>(), py::arg("label"), py::arg("total"))
+      .def("update", &Progress::update, py::arg("n") = 1)
+      .def("finish", &Progress::finish)
+      .def_property_readonly("done", &Progress::done)
+      .def("__enter__", [](Progress& p) -> Progress& { return p; }, py::return_value_policy::reference)
+      .def("__exit__", [](Progress& p, py::args) { p.finish(); });
 }
 
 }  // namespace scalpel::python

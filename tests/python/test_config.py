@@ -101,3 +101,16 @@ def test_log_level_switch():
     with pytest.raises(ValueError, match="one of trace"):
         scalpel.set_log_level("loud")
     scalpel.set_log_level(old)
+
+
+def test_progress_reaches_callback():
+    events = []
+    scalpel.set_progress_callback(lambda label, done, total: events.append((label, done, total)))
+    try:
+        with scalpel.Progress("unit", 3) as p:
+            for _ in range(3):
+                p.update()
+    finally:
+        scalpel.set_progress_callback(None)
+    assert events[0] == ("unit", 0, 3)
+    assert events[-1] == ("unit", 3, 3)
