@@ -16,6 +16,8 @@ for _name in dir(_scalpel):
     if not _name.startswith("_"):
         globals()[_name] = getattr(_scalpel, _name)
 
+from .model import Model, load  # noqa: E402,F401  (adds hooks() and generate() to Transformer)
+
 __version__ = _scalpel.__version__
 
 # A Python progress callback must be dropped while the interpreter is alive.

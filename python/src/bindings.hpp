@@ -12,6 +12,7 @@ void bind_log(py::module_& m);
 void bind_safetensors(py::module_& m);
 void bind_config(py::module_& m);
 void bind_tokenizer(py::module_& m);
+void bind_model(py::module_& m);
 
 /// json.dumps(obj) — lists of dicts and keyword arguments cross into C++ as JSON.
 std::string to_json(const py::handle& obj);

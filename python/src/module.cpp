@@ -10,4 +10,5 @@ PYBIND11_MODULE(_scalpel, m) {
   scalpel::python::bind_safetensors(m);
   scalpel::python::bind_config(m);
   scalpel::python::bind_tokenizer(m);
+  scalpel::python::bind_model(m);
 }

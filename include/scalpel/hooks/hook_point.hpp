@@ -1,0 +1,52 @@
+// scalpel/hooks/hook_point.hpp — named activations (TransformerLens names,
+// see docs/hook_names.md) that hooks can read, replace or edit.
+//
+// A HookPoint with no hook is a branch on an empty vector: the forward pass
+// with no hooks costs what a plain one does.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace scalpel {
+
+class HookPoint;
+
+/// A forward hook gets the activation and its hook point; it returns the
+/// activation to use downstream: the same tensor (read-only hooks), an
+/// edited copy, or an undefined tensor meaning "unchanged". Editing in place
+/// is allowed.
+using HookFn = std::function<at::Tensor(const at::Tensor& activation, const HookPoint& point)>;
+
+class HookPoint {
+ public:
+  explicit HookPoint(std::string name) : name_(std::move(name)) {}
+
+  const std::string& name() const { return name_; }
+  bool active() const { return !hooks_.empty(); }
+
+  /// Runs the hooks in the order they were added.
+  at::Tensor operator()(at::Tensor x) const {
+    if (hooks_.empty()) return x;
+    return run(std::move(x));
+  }
+
+  /// Returns an id for remove().
+  int64_t add(HookFn fn);
+  void remove(int64_t id);
+  void clear() { hooks_.clear(); }
+  size_t size() const { return hooks_.size(); }
+
+ private:
+  at::Tensor run(at::Tensor x) const;
+  std::string name_;
+  std::vector<std::pair<int64_t, HookFn>> hooks_;
+  int64_t next_id_ = 0;
+};
+
+}  // namespace scalpel

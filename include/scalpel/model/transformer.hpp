@@ -1,0 +1,113 @@
+// scalpel/model/transformer.hpp — the hooked transformer: a LibTorch model
+// whose every activation is a named HookPoint (docs/hook_names.md), matching
+// Hugging Face transformers numerically.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "scalpel/hooks/hook_point.hpp"
+#include "scalpel/model/config.hpp"
+
+namespace scalpel {
+
+class Tokenizer;
+class Transformer;
+
+/// Removes its hooks when destroyed (also during exception unwinding).
+class HookHandle {
+ public:
+  HookHandle() = default;
+  HookHandle(HookHandle&& other) noexcept;
+  HookHandle& operator=(HookHandle&& other) noexcept;
+  HookHandle(const HookHandle&) = delete;
+  HookHandle& operator=(const HookHandle&) = delete;
+  ~HookHandle();
+  /// Removes now (idempotent).
+  void remove();
+
+ private:
+  friend class Transformer;
+  std::vector<std::pair<HookPoint*, int64_t>> hooks_;
+};
+
+struct GenerateOptions {
+  int64_t max_new_tokens = 32;
+  bool do_sample = false;      // greedy when false
+  double temperature = 1.0;
+  int64_t top_k = 0;           // 0: off
+  double top_p = 1.0;          // 1: off
+  uint64_t seed = 0;           // sampling is reproducible for a given seed
+  std::vector<int64_t> stop_tokens;  // generation of a row ends after one of these
+  std::optional<int64_t> pad_token_id;  // for left padding; defaults to the first stop token or 0
+};
+
+struct GenerateResult {
+  /// [batch, prompt_len + generated] with the prompts left-padded.
+  at::Tensor tokens;
+  /// The generated ids of each row, stop token included, padding excluded.
+  std::vector<std::vector<int64_t>> new_tokens;
+};
+
+class Transformer {
+ public:
+  /// Builds the modules from a config and a name -> tensor map in the
+  /// architecture's Hugging Face naming (see src/model/arch/). `dtype`:
+  /// kFloat or kBFloat16 (weights are converted once).
+  Transformer(ModelConfig config, const std::map<std::string, at::Tensor>& hf_weights, at::ScalarType dtype);
+  ~Transformer();
+  Transformer(const Transformer&) = delete;
+  Transformer& operator=(const Transformer&) = delete;
+
+  /// Loads a Hugging Face model directory. dtype: "float32", "bfloat16", or
+  /// "" for the checkpoint's torch_dtype (float32 when absent). Throws
+  /// Unsupported for an architecture not in the registry (naming the
+  /// supported ones).
+  static std::shared_ptr<Transformer> from_pretrained(const std::string& directory, const std::string& dtype = "",
+                                                      const std::string& device = "cpu");
+
+  const ModelConfig& config() const;
+  at::ScalarType dtype() const;
+  /// The tokenizer of the directory the model came from (FileNotFound if none).
+  const Tokenizer& tokenizer() const;
+  bool has_tokenizer() const;
+
+  /// tokens [batch, pos] (int64) -> logits [batch, pos, vocab] (float32).
+  /// attention_mask [batch, pos] (1 = token, 0 = left padding); position ids
+  /// follow the mask, so a padded row gives the logits of the unpadded one.
+  at::Tensor forward(const at::Tensor& tokens, const at::Tensor& attention_mask = {});
+
+  /// Every hook point name, in forward order.
+  std::vector<std::string> hook_names() const;
+  /// Throws UnknownName listing the nearest names.
+  HookPoint& hook_point(const std::string& name);
+  HookHandle add_hook(const std::string& name, HookFn fn);
+  HookHandle add_hooks(const std::vector<std::pair<std::string, HookFn>>& hooks);
+  void reset_hooks();
+
+  /// Logits and the activations at `names` (all hook points when empty).
+  std::pair<at::Tensor, std::map<std::string, at::Tensor>> run_with_cache(
+      const at::Tensor& tokens, const std::vector<std::string>& names = {}, const at::Tensor& attention_mask = {});
+
+  /// Generates from token prompts of any lengths (left-padded into a batch),
+  /// with a KV cache; hooks stay active at every step.
+  GenerateResult generate(const std::vector<std::vector<int64_t>>& prompts, const GenerateOptions& options);
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+  std::shared_ptr<const Tokenizer> tokenizer_;
+};
+
+/// Names of the architectures the registry knows (e.g. "LlamaForCausalLM").
+std::vector<std::string> supported_architectures();
+
+}  // namespace scalpel

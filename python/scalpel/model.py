@@ -1,0 +1,83 @@
+"""Python sugar over the C++ Transformer: load(), `with model.hooks(...)`,
+and generate() on strings. No logic that C++ users would miss lives here:
+each method calls one C++ function."""
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Iterable, Sequence
+
+import torch
+
+from . import _scalpel
+
+Transformer = _scalpel.Transformer
+Model = Transformer  # the name the API contract uses
+
+
+def load(path: str, dtype: str | torch.dtype | None = None, device: str = "cpu") -> Transformer:
+    """Load a Hugging Face model directory as a hooked Transformer.
+
+    dtype: None (the checkpoint's torch_dtype), "float32"/torch.float32 or "bfloat16"/torch.bfloat16.
+    """
+    if isinstance(dtype, torch.dtype):
+        dtype = {torch.float32: "float32", torch.bfloat16: "bfloat16"}.get(dtype, str(dtype))
+    return Transformer.from_pretrained(str(path), dtype or "", device)
+
+
+@contextlib.contextmanager
+def _hooks(self: Transformer, hooks: Iterable[tuple[str, Callable]]):
+    """`with model.hooks([(name, fn), ...]):` — fn(activation, hook) returns a
+    tensor to replace the activation, or None to leave it. The hooks are
+    removed on leaving the block, also when an exception flies."""
+    handle = self.add_hooks(list(hooks))
+    try:
+        yield handle
+    finally:
+        handle.remove()
+
+
+def _generate(self: Transformer, prompts, max_new_tokens: int = 32, *, do_sample: bool = False,
+              temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0,
+              stop_tokens: Sequence[int] | None = None, chat: bool = False, return_result: bool = False):
+    """Generate from strings (returns the completions as strings) or token
+    prompts (lists of ids, or a [batch, pos] tensor; returns GenerateResult).
+
+    chat=True wraps each string prompt in the model's chat template as one user turn.
+    stop_tokens defaults to the tokenizer's EOS token.
+    """
+    tok = self.tokenizer if self.has_tokenizer else None
+    as_text = isinstance(prompts, str) or (isinstance(prompts, (list, tuple)) and prompts and isinstance(prompts[0], str))
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    if as_text:
+        if tok is None:
+            raise ValueError("generate: expected token prompts, got strings (this model has no tokenizer; "
+                             "encode the prompts yourself)")
+        if chat:
+            texts = [tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True)
+                     for p in prompts]
+            ids = [tok.encode(t, add_special_tokens=False) for t in texts]
+        else:
+            ids = [tok.encode(p, add_special_tokens=True) for p in prompts]
+    elif isinstance(prompts, torch.Tensor):
+        ids = prompts.tolist() if prompts.dim() == 2 else [prompts.tolist()]
+    else:
+        ids = [list(p) for p in prompts]
+    opts = _scalpel.GenerateOptions()
+    opts.max_new_tokens = max_new_tokens
+    opts.do_sample = do_sample
+    opts.temperature = temperature
+    opts.top_k = top_k
+    opts.top_p = top_p
+    opts.seed = seed
+    if stop_tokens is None and tok is not None and tok.eos_token_id is not None:
+        stop_tokens = [tok.eos_token_id]
+    opts.stop_tokens = list(stop_tokens or [])
+    result = self.generate_tokens(ids, opts)
+    if as_text and not return_result:
+        return [tok.decode(t, skip_special_tokens=True) for t in result.new_tokens]
+    return result
+
+
+Transformer.hooks = _hooks
+Transformer.generate = _generate

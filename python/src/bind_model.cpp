@@ -1,0 +1,124 @@
+#include "bindings.hpp"
+
+#include <pybind11/functional.h>
+#include <pybind11/stl.h>
+
+#include "scalpel/io/tokenizer.hpp"
+#include "scalpel/model/transformer.hpp"
+
+namespace scalpel::python {
+namespace {
+
+// A Python callable as a HookFn: called with the GIL held, as fn(activation, hook).
+HookFn wrap_hook(py::object fn) {
+  auto holder = std::shared_ptr<py::object>(new py::object(std::move(fn)), [](py::object* o) {
+    py::gil_scoped_acquire gil;
+    delete o;
+  });
+  return [holder](const at::Tensor& x, const HookPoint& point) -> at::Tensor {
+    py::gil_scoped_acquire gil;
+    py::object out = (*holder)(x, py::cast(&point, py::return_value_policy::reference));
+    if (out.is_none()) return at::Tensor();
+    return out.cast<at::Tensor>();
+  };
+}
+
+}  // namespace
+
+void bind_model(py::module_& m) {
+  auto forward = [](Transformer& t, const at::Tensor& tokens, const std::optional<at::Tensor>& mask) {
+    return t.forward(tokens, mask.value_or(at::Tensor()));
+  };
+  py::enum_<NormKind>(m, "NormKind").value("RMSNorm", NormKind::RMSNorm).value("LayerNorm", NormKind::LayerNorm);
+  py::enum_<Activation>(m, "Activation")
+      .value("SiLU", Activation::SiLU).value("GELU", Activation::GELU)
+      .value("GELUTanh", Activation::GELUTanh).value("ReLU", Activation::ReLU);
+  py::enum_<PositionKind>(m, "PositionKind").value("Rotary", PositionKind::Rotary).value("Learned", PositionKind::Learned);
+
+  py::class_<ModelConfig>(m, "ModelConfig", "Architecture-neutral description of a transformer.")
+      .def_readonly("architecture", &ModelConfig::architecture)
+      .def_readonly("n_layers", &ModelConfig::n_layers)
+      .def_readonly("d_model", &ModelConfig::d_model)
+      .def_readonly("n_heads", &ModelConfig::n_heads)
+      .def_readonly("n_kv_heads", &ModelConfig::n_kv_heads)
+      .def_readonly("d_head", &ModelConfig::d_head)
+      .def_readonly("d_mlp", &ModelConfig::d_mlp)
+      .def_readonly("d_vocab", &ModelConfig::d_vocab)
+      .def_readonly("n_ctx", &ModelConfig::n_ctx)
+      .def_readonly("norm", &ModelConfig::norm)
+      .def_readonly("norm_eps", &ModelConfig::norm_eps)
+      .def_readonly("act", &ModelConfig::act)
+      .def_readonly("gated_mlp", &ModelConfig::gated_mlp)
+      .def_readonly("positions", &ModelConfig::positions)
+      .def_readonly("rope_theta", &ModelConfig::rope_theta)
+      .def_readonly("rotary_dim", &ModelConfig::rotary_dim)
+      .def_readonly("parallel_residual", &ModelConfig::parallel_residual)
+      .def_readonly("tie_embeddings", &ModelConfig::tie_embeddings)
+      .def("__repr__", [](const ModelConfig& c) {
+        return "ModelConfig(" + c.architecture + ", n_layers=" + std::to_string(c.n_layers) + ", d_model=" +
+               std::to_string(c.d_model) + ", n_heads=" + std::to_string(c.n_heads) + "/" +
+               std::to_string(c.n_kv_heads) + ", d_vocab=" + std::to_string(c.d_vocab) + ")";
+      });
+
+  py::class_<HookPoint>(m, "HookPoint", "A named activation.")
+      .def_property_readonly("name", &HookPoint::name)
+      .def_property_readonly("active", &HookPoint::active)
+      .def("__repr__", [](const HookPoint& p) { return "HookPoint('" + p.name() + "')"; });
+
+  py::class_<HookHandle>(m, "HookHandle", "Registered hooks; remove() (or leaving a `with` block) removes them.")
+      .def("remove", &HookHandle::remove);
+
+  py::class_<GenerateOptions>(m, "GenerateOptions")
+      .def(py::init<>())
+      .def_readwrite("max_new_tokens", &GenerateOptions::max_new_tokens)
+      .def_readwrite("do_sample", &GenerateOptions::do_sample)
+      .def_readwrite("temperature", &GenerateOptions::temperature)
+      .def_readwrite("top_k", &GenerateOptions::top_k)
+      .def_readwrite("top_p", &GenerateOptions::top_p)
+      .def_readwrite("seed", &GenerateOptions::seed)
+      .def_readwrite("stop_tokens", &GenerateOptions::stop_tokens)
+      .def_readwrite("pad_token_id", &GenerateOptions::pad_token_id);
+
+  py::class_<GenerateResult>(m, "GenerateResult")
+      .def_readonly("tokens", &GenerateResult::tokens)
+      .def_readonly("new_tokens", &GenerateResult::new_tokens);
+
+  py::class_<Transformer, std::shared_ptr<Transformer>>(m, "Transformer",
+                                                         "The hooked transformer (scalpel.load returns one).")
+      .def_static("from_pretrained", &Transformer::from_pretrained, py::arg("directory"), py::arg("dtype") = "",
+                  py::arg("device") = "cpu", py::call_guard<py::gil_scoped_release>())
+      .def_property_readonly("config", &Transformer::config)
+      .def_property_readonly("has_tokenizer", &Transformer::has_tokenizer)
+      .def_property_readonly("tokenizer", &Transformer::tokenizer, py::return_value_policy::reference_internal)
+      .def_property_readonly("dtype", [](const Transformer& t) {
+        return py::module_::import("torch").attr(t.dtype() == at::kBFloat16 ? "bfloat16" : "float32");
+      })
+      .def("forward", forward, py::arg("tokens"), py::arg("attention_mask") = py::none(),
+           py::call_guard<py::gil_scoped_release>(), "tokens [batch, pos] -> logits [batch, pos, vocab] (float32)")
+      .def("__call__", forward, py::arg("tokens"), py::arg("attention_mask") = py::none(),
+           py::call_guard<py::gil_scoped_release>())
+      .def("hook_names", &Transformer::hook_names)
+      .def("hook_point", &Transformer::hook_point, py::arg("name"), py::return_value_policy::reference_internal)
+      .def("add_hook", [](Transformer& t, const std::string& name, py::object fn) { return t.add_hook(name, wrap_hook(fn)); },
+           py::arg("name"), py::arg("fn"))
+      .def("add_hooks",
+           [](Transformer& t, const std::vector<std::pair<std::string, py::object>>& hooks) {
+             std::vector<std::pair<std::string, HookFn>> fns;
+             for (const auto& [n, f] : hooks) fns.emplace_back(n, wrap_hook(f));
+             return t.add_hooks(fns);
+           },
+           py::arg("hooks"))
+      .def("reset_hooks", &Transformer::reset_hooks)
+      .def("run_with_cache",
+           [](Transformer& t, const at::Tensor& tokens, const std::vector<std::string>& names,
+              const std::optional<at::Tensor>& mask) { return t.run_with_cache(tokens, names, mask.value_or(at::Tensor())); },
+           py::arg("tokens"), py::arg("names") = std::vector<std::string>{}, py::arg("attention_mask") = py::none(),
+           py::call_guard<py::gil_scoped_release>(),
+           "Logits and a dict of the activations at `names` (every hook point when empty).")
+      .def("generate_tokens", &Transformer::generate, py::arg("prompts"), py::arg("options"),
+           py::call_guard<py::gil_scoped_release>(), "C++ Transformer::generate: token prompts -> GenerateResult");
+
+  m.def("supported_architectures", &supported_architectures);
+}
+
+}  // namespace scalpel::python

@@ -1,0 +1,63 @@
+// SCALPEL_USES_TORCH
+// Llama (incl. Llama-3 rope scaling), Mistral and Qwen2 (qkv bias): the same
+// graph — RMSNorm, rotary attention with grouped-query heads, SwiGLU MLP.
+#include "model/weights.hpp"
+
+namespace scalpel::detail {
+namespace {
+
+ModelConfig llama_config(const HFConfig& hf, const std::string& name) {
+  ModelConfig c = base_config(hf, name);
+  c.norm = NormKind::RMSNorm;
+  c.gated_mlp = true;
+  c.act = Activation::SiLU;
+  c.positions = PositionKind::Rotary;
+  c.qkv_bias = hf.attention_bias || name == "qwen2";
+  c.o_bias = hf.attention_bias;
+  c.mlp_bias = hf.mlp_bias;
+  return c;
+}
+
+ModelWeights llama_weights(const ModelConfig& c, const WeightSource& w) {
+  ModelWeights m;
+  m.embed = w.get("model.embed_tokens.weight");
+  for (int64_t l = 0; l < c.n_layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    LayerWeights L;
+    L.ln1.weight = w.get(p + "input_layernorm.weight");
+    L.ln2.weight = w.get(p + "post_attention_layernorm.weight");
+    L.wq = w.get(p + "self_attn.q_proj.weight");
+    L.wk = w.get(p + "self_attn.k_proj.weight");
+    L.wv = w.get(p + "self_attn.v_proj.weight");
+    L.wo = w.get(p + "self_attn.o_proj.weight");
+    L.bq = w.opt(p + "self_attn.q_proj.bias");
+    L.bk = w.opt(p + "self_attn.k_proj.bias");
+    L.bv = w.opt(p + "self_attn.v_proj.bias");
+    L.bo = w.opt(p + "self_attn.o_proj.bias");
+    L.w_gate = w.get(p + "mlp.gate_proj.weight");
+    L.w_in = w.get(p + "mlp.up_proj.weight");
+    L.w_out = w.get(p + "mlp.down_proj.weight");
+    L.b_gate = w.opt(p + "mlp.gate_proj.bias");
+    L.b_in = w.opt(p + "mlp.up_proj.bias");
+    L.b_out = w.opt(p + "mlp.down_proj.bias");
+    m.layers.push_back(std::move(L));
+  }
+  m.ln_final.weight = w.get("model.norm.weight");
+  m.unembed = w.get("lm_head.weight");
+  return m;
+}
+
+}  // namespace
+
+ArchSpec llama_arch() {
+  return {"llama", {"LlamaForCausalLM"}, [](const HFConfig& hf) { return llama_config(hf, "llama"); }, llama_weights};
+}
+ArchSpec mistral_arch() {
+  return {"mistral", {"MistralForCausalLM"}, [](const HFConfig& hf) { return llama_config(hf, "mistral"); },
+          llama_weights};
+}
+ArchSpec qwen2_arch() {
+  return {"qwen2", {"Qwen2ForCausalLM"}, [](const HFConfig& hf) { return llama_config(hf, "qwen2"); }, llama_weights};
+}
+
+}  // namespace scalpel::detail

@@ -1,0 +1,583 @@
+// SCALPEL_USES_TORCH
+// The hooked transformer: one forward pass shared by every architecture,
+// driven by ModelConfig, with a HookPoint at every named activation.
+#include "scalpel/model/transformer.hpp"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "model/weights.hpp"
+#include "scalpel/errors.hpp"
+#include "scalpel/io/hf_model.hpp"
+#include "scalpel/io/tokenizer.hpp"
+#include "util/logging.hpp"
+#include "util/messages.hpp"
+
+namespace scalpel {
+
+// ---------------------------------------------------------------------------
+// HookPoint / HookHandle
+// ---------------------------------------------------------------------------
+int64_t HookPoint::add(HookFn fn) {
+  int64_t id = next_id_++;
+  hooks_.emplace_back(id, std::move(fn));
+  return id;
+}
+
+void HookPoint::remove(int64_t id) {
+  hooks_.erase(std::remove_if(hooks_.begin(), hooks_.end(), [id](const auto& h) { return h.first == id; }),
+               hooks_.end());
+}
+
+at::Tensor HookPoint::run(at::Tensor x) const {
+  // Copy: a hook may add or remove hooks while running.
+  auto hooks = hooks_;
+  for (const auto& [id, fn] : hooks) {
+    at::Tensor y = fn(x, *this);
+    if (!y.defined()) continue;
+    if (y.sizes() != x.sizes())
+      throw ShapeError(detail::expected_got("hook at " + name_, "an activation of shape " + c10::str(x.sizes()),
+                                            "shape " + c10::str(y.sizes()),
+                                            "a hook must return a tensor of the activation's shape, or None"));
+    x = y.scalar_type() == x.scalar_type() ? y : y.to(x.scalar_type());
+  }
+  return x;
+}
+
+HookHandle::HookHandle(HookHandle&& o) noexcept : hooks_(std::move(o.hooks_)) { o.hooks_.clear(); }
+HookHandle& HookHandle::operator=(HookHandle&& o) noexcept {
+  if (this != &o) {
+    remove();
+    hooks_ = std::move(o.hooks_);
+    o.hooks_.clear();
+  }
+  return *this;
+}
+HookHandle::~HookHandle() { remove(); }
+void HookHandle::remove() {
+  for (auto& [point, id] : hooks_) point->remove(id);
+  hooks_.clear();
+}
+
+// ---------------------------------------------------------------------------
+// ModelConfig
+// ---------------------------------------------------------------------------
+void ModelConfig::validate() const {
+  auto positive = [&](int64_t v, const char* field) {
+    if (v <= 0) throw InvalidArgument(detail::expected_got(std::string("ModelConfig.") + field, "a positive value", std::to_string(v)));
+  };
+  positive(n_layers, "n_layers");
+  positive(d_model, "d_model");
+  positive(n_heads, "n_heads");
+  positive(n_kv_heads, "n_kv_heads");
+  positive(d_head, "d_head");
+  positive(d_mlp, "d_mlp");
+  positive(d_vocab, "d_vocab");
+  if (n_heads % n_kv_heads != 0)
+    throw InvalidArgument(detail::expected_got("ModelConfig.n_kv_heads", "a divisor of n_heads", std::to_string(n_kv_heads)));
+  if (positions == PositionKind::Rotary && (rotary_dim <= 0 || rotary_dim > d_head || rotary_dim % 2 != 0))
+    throw InvalidArgument(detail::expected_got("ModelConfig.rotary_dim", "an even number in (0, d_head]", std::to_string(rotary_dim)));
+  if (rope_scaling && rope_scaling->rope_type != "linear" && rope_scaling->rope_type != "llama3")
+    throw Unsupported(detail::expected_got("rope_scaling.rope_type", "\"linear\" or \"llama3\"",
+                                           "\"" + rope_scaling->rope_type + "\""));
+}
+
+// ---------------------------------------------------------------------------
+// The model
+// ---------------------------------------------------------------------------
+namespace {
+
+struct NormHooks {
+  HookPoint* scale;
+  HookPoint* normalized;
+};
+
+struct LayerHooks {
+  HookPoint *resid_pre, *resid_mid, *resid_post, *attn_out, *mlp_out;
+  NormHooks ln1, ln2;
+  HookPoint *q, *k, *v, *rot_q, *rot_k, *attn_scores, *pattern, *z, *result;
+  HookPoint *mlp_pre, *mlp_pre_linear, *mlp_post;
+};
+
+struct LayerCache {
+  at::Tensor k, v;  // [batch, n_kv_heads, capacity, d_head], rotary applied
+};
+
+struct Cache {
+  std::vector<LayerCache> layers;
+  int64_t length = 0;    // positions filled
+  at::Tensor mask;       // [batch, capacity] (bool), 1 where a real token sits
+};
+
+at::Tensor activation(const at::Tensor& x, Activation a) {
+  switch (a) {
+    case Activation::SiLU: return at::silu(x);
+    case Activation::GELU: return at::gelu(x);
+    case Activation::GELUTanh: return at::gelu(x, "tanh");
+    case Activation::ReLU: return at::relu(x);
+  }
+  return x;
+}
+
+at::Tensor rotate_half(const at::Tensor& x) {
+  auto half = x.size(-1) / 2;
+  return at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+}
+
+}  // namespace
+
+struct Transformer::Impl {
+  ModelConfig cfg;
+  at::ScalarType dtype;
+  detail::ModelWeights w;
+  std::vector<std::unique_ptr<HookPoint>> points;
+  std::map<std::string, HookPoint*> by_name;
+  HookPoint *hook_embed = nullptr, *hook_pos_embed = nullptr;
+  NormHooks ln_final{};
+  std::vector<LayerHooks> layer_hooks;
+  at::Tensor inv_freq;  // [rotary_dim / 2], float32
+
+  HookPoint* point(const std::string& name) {
+    points.push_back(std::make_unique<HookPoint>(name));
+    by_name[name] = points.back().get();
+    return points.back().get();
+  }
+
+  void make_hooks() {
+    hook_embed = point("hook_embed");
+    if (cfg.positions == PositionKind::Learned) hook_pos_embed = point("hook_pos_embed");
+    for (int64_t l = 0; l < cfg.n_layers; ++l) {
+      const std::string b = "blocks." + std::to_string(l) + ".";
+      LayerHooks h{};
+      h.resid_pre = point(b + "hook_resid_pre");
+      h.ln1 = {point(b + "ln1.hook_scale"), point(b + "ln1.hook_normalized")};
+      h.q = point(b + "attn.hook_q");
+      h.k = point(b + "attn.hook_k");
+      h.v = point(b + "attn.hook_v");
+      if (cfg.positions == PositionKind::Rotary) {
+        h.rot_q = point(b + "attn.hook_rot_q");
+        h.rot_k = point(b + "attn.hook_rot_k");
+      }
+      h.attn_scores = point(b + "attn.hook_attn_scores");
+      h.pattern = point(b + "attn.hook_pattern");
+      h.z = point(b + "attn.hook_z");
+      h.result = point(b + "attn.hook_result");
+      h.attn_out = point(b + "hook_attn_out");
+      if (!cfg.parallel_residual) h.resid_mid = point(b + "hook_resid_mid");
+      h.ln2 = {point(b + "ln2.hook_scale"), point(b + "ln2.hook_normalized")};
+      h.mlp_pre = point(b + "mlp.hook_pre");
+      if (cfg.gated_mlp) h.mlp_pre_linear = point(b + "mlp.hook_pre_linear");
+      h.mlp_post = point(b + "mlp.hook_post");
+      h.mlp_out = point(b + "hook_mlp_out");
+      h.resid_post = point(b + "hook_resid_post");
+      layer_hooks.push_back(h);
+    }
+    ln_final = {point("ln_final.hook_scale"), point("ln_final.hook_normalized")};
+  }
+
+  void make_rotary() {
+    if (cfg.positions != PositionKind::Rotary) return;
+    const int64_t dim = cfg.rotary_dim;
+    auto idx = torch::arange(0, dim, 2, torch::kInt64).to(torch::kFloat);
+    inv_freq = 1.0 / torch::pow(torch::tensor(cfg.rope_theta, torch::kFloat), idx / static_cast<double>(dim));
+    if (cfg.rope_scaling) {
+      const auto& s = *cfg.rope_scaling;
+      if (s.rope_type == "linear") {
+        inv_freq = inv_freq / s.factor;
+      } else if (s.rope_type == "llama3") {
+        const double old_ctx = static_cast<double>(*s.original_max_position_embeddings);
+        const double low_wl = old_ctx / *s.low_freq_factor, high_wl = old_ctx / *s.high_freq_factor;
+        auto wavelen = 2 * M_PI / inv_freq;
+        auto scaled = torch::where(wavelen > low_wl, inv_freq / s.factor, inv_freq);
+        auto smooth = (old_ctx / wavelen - *s.low_freq_factor) / (*s.high_freq_factor - *s.low_freq_factor);
+        auto smoothed = (1 - smooth) * scaled / s.factor + smooth * scaled;
+        auto medium = (wavelen >= high_wl).logical_and(wavelen <= low_wl);
+        inv_freq = torch::where(medium, smoothed, scaled);
+      }
+    }
+  }
+
+  // RMSNorm / LayerNorm in float32, with hook_scale (the divisor) and
+  // hook_normalized (before the weight), as TransformerLens defines them.
+  at::Tensor norm(const at::Tensor& x_in, const detail::NormWeights& nw, const NormHooks& h) const {
+    auto x = x_in.to(torch::kFloat);
+    at::Tensor var;
+    if (cfg.norm == NormKind::LayerNorm) {
+      x = x - x.mean(-1, true);
+    }
+    var = x.pow(2).mean(-1, true);
+    auto scale = (*h.scale)((var + cfg.norm_eps).sqrt());
+    auto normalized = (*h.normalized)((x / scale).to(x_in.scalar_type()));
+    if (cfg.norm_weight_offset) {
+      // Gemma multiplies in float32 before casting back.
+      return (normalized.to(torch::kFloat) * (1.0 + nw.weight.to(torch::kFloat))).to(x_in.scalar_type());
+    }
+    auto y = normalized * nw.weight;
+    if (nw.bias.defined()) y = y + nw.bias;
+    return y;
+  }
+
+  // cos/sin for `positions` [batch, q_len]: [batch, 1, q_len, rotary_dim] in `type`.
+  std::pair<at::Tensor, at::Tensor> rotary(const at::Tensor& positions, at::ScalarType type) const {
+    auto freqs = positions.to(torch::kFloat).unsqueeze(-1) * inv_freq;  // [b, q, dim/2]
+    auto emb = at::cat({freqs, freqs}, -1).unsqueeze(1);
+    return {emb.cos().to(type), emb.sin().to(type)};
+  }
+
+  at::Tensor apply_rotary(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) const {
+    // x [b, heads, q, d_head]; the first rotary_dim dims rotate.
+    if (cfg.rotary_dim == cfg.d_head) return x * cos + rotate_half(x) * sin;
+    auto rot = x.narrow(-1, 0, cfg.rotary_dim), pass = x.narrow(-1, cfg.rotary_dim, cfg.d_head - cfg.rotary_dim);
+    return at::cat({rot * cos + rotate_half(rot) * sin, pass}, -1);
+  }
+
+  at::Tensor attention(int64_t l, const at::Tensor& x, const at::Tensor& positions, const at::Tensor& key_mask,
+                       bool plain_causal, Cache* cache) {
+    const auto& W = w.layers[l];
+    const auto& h = layer_hooks[l];
+    const int64_t b = x.size(0), q_len = x.size(1), H = cfg.n_heads, KV = cfg.n_kv_heads, D = cfg.d_head;
+    auto q = (*h.q)(at::linear(x, W.wq, W.bq).view({b, q_len, H, D}));   // [batch, pos, head_index, d_head]
+    auto k = (*h.k)(at::linear(x, W.wk, W.bk).view({b, q_len, KV, D}));  // [batch, pos, kv_head_index, d_head]
+    auto v = (*h.v)(at::linear(x, W.wv, W.bv).view({b, q_len, KV, D}));  // [batch, pos, kv_head_index, d_head]
+    auto qh = q.transpose(1, 2), kh = k.transpose(1, 2), vh = v.transpose(1, 2);
+    if (cfg.positions == PositionKind::Rotary) {
+      auto [cos, sin] = rotary(positions, qh.scalar_type());
+      qh = (*h.rot_q)(apply_rotary(qh, cos, sin).transpose(1, 2)).transpose(1, 2);
+      kh = (*h.rot_k)(apply_rotary(kh, cos, sin).transpose(1, 2)).transpose(1, 2);
+    }
+    if (cache) {
+      auto& c = cache->layers[l];
+      c.k.narrow(2, cache->length, q_len).copy_(kh);
+      c.v.narrow(2, cache->length, q_len).copy_(vh);
+      kh = c.k.narrow(2, 0, cache->length + q_len);
+      vh = c.v.narrow(2, 0, cache->length + q_len);
+    }
+    const int64_t k_len = kh.size(2);
+    const double scale = cfg.attn_scale > 0 ? cfg.attn_scale : 1.0 / std::sqrt(static_cast<double>(D));
+    const bool explicit_path = h.attn_scores->active() || h.pattern->active() || cfg.attn_softcap.has_value();
+    at::Tensor z;
+    if (!explicit_path) {
+      if (KV != H) {
+        kh = kh.repeat_interleave(H / KV, 1);
+        vh = vh.repeat_interleave(H / KV, 1);
+      }
+      if (plain_causal)
+        z = at::scaled_dot_product_attention(qh, kh, vh, {}, 0.0, /*is_causal=*/true, scale);
+      else
+        z = at::scaled_dot_product_attention(qh, kh, vh, key_mask, 0.0, false, scale);
+    } else {
+      auto kr = KV != H ? kh.repeat_interleave(H / KV, 1) : kh;
+      auto vr = KV != H ? vh.repeat_interleave(H / KV, 1) : vh;
+      auto scores = at::matmul(qh, kr.transpose(-1, -2)) * scale;  // [batch, head_index, query_pos, key_pos]
+      if (cfg.attn_softcap) scores = at::tanh(scores / *cfg.attn_softcap) * *cfg.attn_softcap;
+      at::Tensor allowed = plain_causal ? at::ones({q_len, k_len}, x.options().dtype(at::kBool)).tril() : key_mask;
+      scores = scores.masked_fill(allowed.logical_not(), -std::numeric_limits<float>::infinity());
+      scores = (*h.attn_scores)(scores);
+      auto pattern = (*h.pattern)(at::softmax(scores, -1, at::kFloat).to(qh.scalar_type()));
+      z = at::matmul(pattern, vr);
+    }
+    z = (*h.z)(z.transpose(1, 2));  // [batch, pos, head_index, d_head]
+    if (h.result->active()) {
+      auto wo = W.wo.view({cfg.d_model, H, D});
+      auto result = (*h.result)(at::einsum("bphe,mhe->bphm", {z, wo}));  // [batch, pos, head_index, d_model]
+      auto out = result.sum(2);
+      return W.bo.defined() ? out + W.bo : out;
+    }
+    return at::linear(z.reshape({b, q_len, H * D}), W.wo, W.bo);
+  }
+
+  at::Tensor mlp(int64_t l, const at::Tensor& x) {
+    const auto& W = w.layers[l];
+    const auto& h = layer_hooks[l];
+    if (cfg.gated_mlp) {
+      auto pre = (*h.mlp_pre)(at::linear(x, W.w_gate, W.b_gate));               // [batch, pos, d_mlp]
+      auto pre_linear = (*h.mlp_pre_linear)(at::linear(x, W.w_in, W.b_in));    // [batch, pos, d_mlp]
+      auto post = (*h.mlp_post)(activation(pre, cfg.act) * pre_linear);         // [batch, pos, d_mlp]
+      return at::linear(post, W.w_out, W.b_out);
+    }
+    auto pre = (*h.mlp_pre)(at::linear(x, W.w_in, W.b_in));
+    auto post = (*h.mlp_post)(activation(pre, cfg.act));
+    return at::linear(post, W.w_out, W.b_out);
+  }
+
+  // tokens [b, q]; positions [b, q]; key_mask [b, 1, q, k] (bool) or undefined for plain causal.
+  at::Tensor run(const at::Tensor& tokens, const at::Tensor& positions, const at::Tensor& key_mask, Cache* cache) {
+    const bool plain_causal = !key_mask.defined();
+    auto x = at::embedding(w.embed, tokens);
+    if (cfg.embed_scale != 1.0) x = x * torch::tensor(cfg.embed_scale, x.options());
+    x = (*hook_embed)(x);  // [batch, pos, d_model]
+    if (cfg.positions == PositionKind::Learned) x = x + (*hook_pos_embed)(at::embedding(w.pos_embed, positions));
+    for (int64_t l = 0; l < cfg.n_layers; ++l) {
+      const auto& h = layer_hooks[l];
+      auto resid_pre = (*h.resid_pre)(x);  // [batch, pos, d_model]
+      auto attn_out = (*h.attn_out)(attention(l, norm(resid_pre, w.layers[l].ln1, h.ln1), positions, key_mask,
+                                              plain_causal, cache));
+      if (cfg.parallel_residual) {
+        auto mlp_out = (*h.mlp_out)(mlp(l, norm(resid_pre, w.layers[l].ln2, h.ln2)));
+        x = (*h.resid_post)(resid_pre + attn_out + mlp_out);
+      } else {
+        auto resid_mid = (*h.resid_mid)(resid_pre + attn_out);
+        auto mlp_out = (*h.mlp_out)(mlp(l, norm(resid_mid, w.layers[l].ln2, h.ln2)));
+        x = (*h.resid_post)(resid_mid + mlp_out);
+      }
+    }
+    x = norm(x, w.ln_final, ln_final);
+    auto logits = at::linear(x, w.unembed, w.unembed_bias).to(torch::kFloat);
+    if (cfg.final_softcap) logits = at::tanh(logits / *cfg.final_softcap) * *cfg.final_softcap;
+    return logits;
+  }
+
+  void check_tokens(const at::Tensor& tokens) const {
+    if (!tokens.defined() || tokens.dim() != 2)
+      throw ShapeError(detail::expected_got("tokens", "a 2-D tensor [batch, pos]",
+                                            tokens.defined() ? "shape " + c10::str(tokens.sizes()) : "undefined",
+                                            "add a batch dimension with tokens.unsqueeze(0)"));
+    if (at::isFloatingType(tokens.scalar_type()) || tokens.scalar_type() == at::kBool)
+      throw InvalidArgument(detail::expected_got("tokens", "an integer tensor", c10::toString(tokens.scalar_type())));
+    if (tokens.numel() == 0) throw ShapeError(detail::expected_got("tokens", "at least one token", "none"));
+    auto mn = tokens.min().item<int64_t>(), mx = tokens.max().item<int64_t>();
+    if (mn < 0 || mx >= cfg.d_vocab)
+      throw InvalidArgument(detail::expected_got("token id", "an id in [0, " + std::to_string(cfg.d_vocab) + ")",
+                                                 std::to_string(mn < 0 ? mn : mx), "is this the model's tokenizer?"));
+  }
+};
+
+// ---------------------------------------------------------------------------
+// Transformer
+// ---------------------------------------------------------------------------
+Transformer::Transformer(ModelConfig config, const std::map<std::string, at::Tensor>& hf_weights,
+                         at::ScalarType dtype)
+    : impl_(std::make_unique<Impl>()) {
+  config.validate();
+  impl_->cfg = config;
+  impl_->dtype = dtype;
+  detail::WeightSource src{
+      [&](const std::string& n) {
+        auto it = hf_weights.find(n);
+        if (it == hf_weights.end())
+          throw UnknownName(detail::expected_got("weight \"" + n + "\"", "present in the checkpoint", "missing"));
+        return it->second;
+      },
+      [&](const std::string& n) { return hf_weights.count(n) > 0; }};
+  const detail::ArchSpec* spec = nullptr;
+  for (const auto& a : detail::architectures())
+    if (a.name == config.architecture) spec = &a;
+  if (!spec)
+    throw Unsupported(detail::expected_got("ModelConfig.architecture", "a registered architecture",
+                                           "\"" + config.architecture + "\""));
+  impl_->w = spec->load_weights(config, src);
+  auto cast = [&](at::Tensor& t) {
+    if (t.defined()) t = t.to(dtype).contiguous();
+  };
+  auto& W = impl_->w;
+  for (auto* t : {&W.embed, &W.pos_embed, &W.unembed, &W.unembed_bias, &W.ln_final.weight, &W.ln_final.bias}) cast(*t);
+  for (auto& L : W.layers)
+    for (auto* t : {&L.ln1.weight, &L.ln1.bias, &L.ln2.weight, &L.ln2.bias, &L.wq, &L.bq, &L.wk, &L.bk, &L.wv, &L.bv,
+                    &L.wo, &L.bo, &L.w_gate, &L.b_gate, &L.w_in, &L.b_in, &L.w_out, &L.b_out})
+      cast(*t);
+  impl_->make_hooks();
+  impl_->make_rotary();
+}
+
+Transformer::~Transformer() = default;
+
+std::shared_ptr<Transformer> Transformer::from_pretrained(const std::string& directory, const std::string& dtype,
+                                                          const std::string& device) {
+  if (device != "cpu")
+    throw Unsupported(detail::expected_got("device", "\"cpu\"", "\"" + device + "\"", "CUDA support is not built yet"));
+  auto dir = HFModelDir::open(directory);
+  const auto& spec = detail::find_architecture(dir.config());
+  ModelConfig cfg = spec.make_config(dir.config());
+  std::string want = dtype.empty() ? dir.config().torch_dtype : dtype;
+  at::ScalarType type;
+  if (want.empty() || want == "float32" || want == "float" || want == "fp32") type = at::kFloat;
+  else if (want == "bfloat16" || want == "bf16") type = at::kBFloat16;
+  else if (!dtype.empty())
+    throw InvalidArgument(detail::expected_got("dtype", "\"float32\" or \"bfloat16\"", "\"" + dtype + "\""));
+  else type = at::kFloat;  // float16 checkpoints run in float32 on CPU
+  std::map<std::string, at::Tensor> weights;
+  for (const auto& k : dir.keys()) weights.emplace(k, dir.get(k));
+  auto model = std::make_shared<Transformer>(cfg, weights, type);
+  if (dir.has_tokenizer()) model->tokenizer_ = std::make_shared<Tokenizer>(dir.tokenizer());
+  return model;
+}
+
+const ModelConfig& Transformer::config() const { return impl_->cfg; }
+at::ScalarType Transformer::dtype() const { return impl_->dtype; }
+bool Transformer::has_tokenizer() const { return tokenizer_ != nullptr; }
+const Tokenizer& Transformer::tokenizer() const {
+  if (!tokenizer_)
+    throw FileNotFound(detail::expected_got("model tokenizer", "tokenizer files beside the weights", "none",
+                                            "load one with load_tokenizer(path)"));
+  return *tokenizer_;
+}
+
+namespace {
+// Positions follow the mask: the first real token of each row is position 0.
+at::Tensor positions_from_mask(const at::Tensor& mask, int64_t offset, int64_t q_len) {
+  auto pos = mask.to(at::kLong).cumsum(1) - 1;
+  pos = pos.clamp_min(0);
+  return pos.narrow(1, offset, q_len);
+}
+
+// [b, 1, q, k] bool: causal and not padding; a padding query attends to itself
+// (its output is never used, and a fully masked row would be NaN).
+at::Tensor key_mask_for(const at::Tensor& mask, int64_t offset, int64_t q_len) {
+  const int64_t k_len = offset + q_len;
+  auto keys = mask.narrow(1, 0, k_len).to(at::kBool);                  // [b, k]
+  auto qpos = at::arange(offset, k_len, mask.options().dtype(at::kLong)).unsqueeze(1);
+  auto kpos = at::arange(0, k_len, mask.options().dtype(at::kLong)).unsqueeze(0);
+  auto causal = kpos <= qpos;                                          // [q, k]
+  auto m = causal.unsqueeze(0).logical_and(keys.unsqueeze(1));         // [b, q, k]
+  auto self = (kpos == qpos).unsqueeze(0);
+  return m.logical_or(self).unsqueeze(1);
+}
+}  // namespace
+
+at::Tensor Transformer::forward(const at::Tensor& tokens_in, const at::Tensor& attention_mask) {
+  impl_->check_tokens(tokens_in);
+  auto tokens = tokens_in.to(at::kLong);
+  const int64_t b = tokens.size(0), q = tokens.size(1);
+  if (!attention_mask.defined() || attention_mask.all().item<bool>()) {
+    if (attention_mask.defined() && attention_mask.sizes() != tokens.sizes())
+      throw ShapeError(detail::expected_got("attention_mask", "shape " + c10::str(tokens.sizes()),
+                                            "shape " + c10::str(attention_mask.sizes())));
+    auto positions = at::arange(q, tokens.options()).unsqueeze(0).expand({b, q});
+    return impl_->run(tokens, positions, {}, nullptr);
+  }
+  if (attention_mask.sizes() != tokens.sizes())
+    throw ShapeError(detail::expected_got("attention_mask", "shape " + c10::str(tokens.sizes()),
+                                          "shape " + c10::str(attention_mask.sizes())));
+  return impl_->run(tokens, positions_from_mask(attention_mask, 0, q), key_mask_for(attention_mask, 0, q), nullptr);
+}
+
+std::vector<std::string> Transformer::hook_names() const {
+  std::vector<std::string> names;
+  for (const auto& p : impl_->points) names.push_back(p->name());
+  return names;
+}
+
+HookPoint& Transformer::hook_point(const std::string& name) {
+  auto it = impl_->by_name.find(name);
+  if (it == impl_->by_name.end())
+    throw UnknownName(detail::expected_got("hook point \"" + name + "\"", "one of model.hook_names()", "no such hook",
+                                           "nearest: " + detail::join_names(detail::nearest_names(name, hook_names()))));
+  return *it->second;
+}
+
+HookHandle Transformer::add_hook(const std::string& name, HookFn fn) { return add_hooks({{name, std::move(fn)}}); }
+
+HookHandle Transformer::add_hooks(const std::vector<std::pair<std::string, HookFn>>& hooks) {
+  // Resolve every name first: an unknown name registers nothing.
+  std::vector<HookPoint*> targets;
+  for (const auto& [name, fn] : hooks) targets.push_back(&hook_point(name));
+  HookHandle handle;
+  for (size_t i = 0; i < hooks.size(); ++i) handle.hooks_.emplace_back(targets[i], targets[i]->add(hooks[i].second));
+  return handle;
+}
+
+void Transformer::reset_hooks() {
+  for (auto& p : impl_->points) p->clear();
+}
+
+std::pair<at::Tensor, std::map<std::string, at::Tensor>> Transformer::run_with_cache(
+    const at::Tensor& tokens, const std::vector<std::string>& names, const at::Tensor& attention_mask) {
+  auto cache = std::make_shared<std::map<std::string, at::Tensor>>();
+  std::vector<std::pair<std::string, HookFn>> hooks;
+  for (const auto& n : names.empty() ? hook_names() : names)
+    hooks.emplace_back(n, [cache](const at::Tensor& x, const HookPoint& p) {
+      (*cache)[p.name()] = x.detach();
+      return at::Tensor();
+    });
+  auto handle = add_hooks(hooks);
+  auto logits = forward(tokens, attention_mask);
+  return {logits, std::move(*cache)};
+}
+
+GenerateResult Transformer::generate(const std::vector<std::vector<int64_t>>& prompts, const GenerateOptions& opt) {
+  if (prompts.empty()) throw InvalidArgument(detail::expected_got("prompts", "at least one prompt", "none"));
+  if (opt.max_new_tokens < 0)
+    throw InvalidArgument(detail::expected_got("max_new_tokens", "a non-negative number", std::to_string(opt.max_new_tokens)));
+  if (opt.do_sample && opt.temperature <= 0)
+    throw InvalidArgument(detail::expected_got("temperature", "a positive number when sampling", std::to_string(opt.temperature)));
+  if (opt.top_p <= 0 || opt.top_p > 1)
+    throw InvalidArgument(detail::expected_got("top_p", "a value in (0, 1]", std::to_string(opt.top_p)));
+  const int64_t b = static_cast<int64_t>(prompts.size());
+  int64_t max_len = 0;
+  for (const auto& p : prompts) {
+    if (p.empty()) throw InvalidArgument(detail::expected_got("prompt", "at least one token", "an empty prompt"));
+    max_len = std::max<int64_t>(max_len, static_cast<int64_t>(p.size()));
+  }
+  const int64_t pad = opt.pad_token_id.value_or(opt.stop_tokens.empty() ? 0 : opt.stop_tokens.front());
+  const int64_t capacity = max_len + opt.max_new_tokens;
+  auto tokens = at::full({b, capacity}, pad, at::kLong);
+  auto mask = at::zeros({b, capacity}, at::kLong);
+  for (int64_t i = 0; i < b; ++i) {
+    const auto& p = prompts[i];
+    const int64_t off = max_len - static_cast<int64_t>(p.size());
+    auto row = at::tensor(p, at::kLong);
+    tokens[i].narrow(0, off, row.size(0)).copy_(row);
+    mask[i].narrow(0, off, row.size(0)).fill_(1);
+  }
+  impl_->check_tokens(tokens.narrow(1, 0, max_len));
+
+  at::NoGradGuard no_grad;
+  Cache cache;
+  auto kv_opts = at::TensorOptions().dtype(impl_->dtype);
+  for (int64_t l = 0; l < impl_->cfg.n_layers; ++l)
+    cache.layers.push_back({at::empty({b, impl_->cfg.n_kv_heads, capacity, impl_->cfg.d_head}, kv_opts),
+                            at::empty({b, impl_->cfg.n_kv_heads, capacity, impl_->cfg.d_head}, kv_opts)});
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(opt.seed);
+  std::vector<std::vector<int64_t>> out(b);
+  std::vector<bool> done(b, false);
+  int64_t cur = max_len;
+  at::Tensor step_tokens = tokens.narrow(1, 0, max_len);
+  int64_t offset = 0;
+  for (int64_t t = 0; t < opt.max_new_tokens; ++t) {
+    const int64_t q = step_tokens.size(1);
+    auto full_mask = mask.narrow(1, 0, offset + q);
+    auto positions = positions_from_mask(full_mask, offset, q);
+    auto key_mask = key_mask_for(full_mask, offset, q);
+    auto logits = impl_->run(step_tokens, positions, key_mask, &cache).select(1, q - 1);  // [b, vocab]
+    cache.length = offset + q;
+    at::Tensor next;
+    if (!opt.do_sample) {
+      next = logits.argmax(-1);
+    } else {
+      auto scores = logits / opt.temperature;
+      if (opt.top_k > 0 && opt.top_k < scores.size(-1)) {
+        auto kth = std::get<0>(scores.topk(opt.top_k, -1)).select(-1, opt.top_k - 1).unsqueeze(-1);
+        scores = scores.masked_fill(scores < kth, -std::numeric_limits<float>::infinity());
+      }
+      if (opt.top_p < 1.0) {
+        auto [sorted, idx] = scores.sort(-1, /*descending=*/true);
+        auto cum = sorted.softmax(-1).cumsum(-1);
+        auto remove = (cum - sorted.softmax(-1)) > opt.top_p;  // keep the smallest set reaching top_p
+        sorted = sorted.masked_fill(remove, -std::numeric_limits<float>::infinity());
+        scores = at::full_like(scores, -std::numeric_limits<float>::infinity()).scatter(-1, idx, sorted);
+      }
+      next = at::multinomial(scores.softmax(-1), 1, false, gen).squeeze(-1);
+    }
+    auto next_acc = next.accessor<int64_t, 1>();
+    bool all_done = true;
+    for (int64_t i = 0; i < b; ++i) {
+      int64_t id = done[i] ? pad : next_acc[i];
+      tokens[i][cur] = id;
+      mask[i][cur] = 1;
+      if (!done[i]) {
+        out[i].push_back(id);
+        if (std::find(opt.stop_tokens.begin(), opt.stop_tokens.end(), id) != opt.stop_tokens.end()) done[i] = true;
+      }
+      all_done = all_done && done[i];
+    }
+    offset = cur;
+    cur += 1;
+    step_tokens = tokens.narrow(1, offset, 1);
+    if (all_done) break;
+  }
+  return {tokens.narrow(1, 0, cur), out};
+}
+
+}  // namespace scalpel
