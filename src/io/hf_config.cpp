@@ -177,6 +177,8 @@ HFConfig HFConfig::from_json(const std::string& text, const std::string& source)
     Reader rr(*rs, source + ": rope_scaling");
     std::string type = rr.opt_string({"rope_type", "type"}, "default");
     if (rs->contains("rope_theta")) c.rope_theta = rr.opt_double({"rope_theta"}, c.rope_theta);
+    if (rs->contains("partial_rotary_factor"))
+      c.partial_rotary_factor = rr.opt_double({"partial_rotary_factor"}, c.partial_rotary_factor);
     if (type != "default") {
       RopeScaling s;
       s.rope_type = type;

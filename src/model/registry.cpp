@@ -11,9 +11,14 @@ namespace scalpel::detail {
 ArchSpec llama_arch();
 ArchSpec mistral_arch();
 ArchSpec qwen2_arch();
+ArchSpec gpt2_arch();
+ArchSpec gpt_neox_arch();
+ArchSpec gemma_arch();
+ArchSpec gemma2_arch();
 
 const std::vector<ArchSpec>& architectures() {
-  static const std::vector<ArchSpec> table = {llama_arch(), mistral_arch(), qwen2_arch()};
+  static const std::vector<ArchSpec> table = {llama_arch(),   mistral_arch(), qwen2_arch(), gpt2_arch(),
+                                             gpt_neox_arch(), gemma_arch(),   gemma2_arch()};
   return table;
 }
 

@@ -79,6 +79,9 @@ void ModelConfig::validate() const {
     throw InvalidArgument(detail::expected_got("ModelConfig.n_kv_heads", "a divisor of n_heads", std::to_string(n_kv_heads)));
   if (positions == PositionKind::Rotary && (rotary_dim <= 0 || rotary_dim > d_head || rotary_dim % 2 != 0))
     throw InvalidArgument(detail::expected_got("ModelConfig.rotary_dim", "an even number in (0, d_head]", std::to_string(rotary_dim)));
+  if (!sliding_window.empty() && static_cast<int64_t>(sliding_window.size()) != n_layers)
+    throw InvalidArgument(detail::expected_got("ModelConfig.sliding_window", "one entry per layer (" + std::to_string(n_layers) + ")",
+                                               std::to_string(sliding_window.size()) + " entries"));
   if (rope_scaling && rope_scaling->rope_type != "linear" && rope_scaling->rope_type != "llama3")
     throw Unsupported(detail::expected_got("rope_scaling.rope_type", "\"linear\" or \"llama3\"",
                                            "\"" + rope_scaling->rope_type + "\""));
@@ -96,7 +99,7 @@ struct NormHooks {
 
 struct LayerHooks {
   HookPoint *resid_pre, *resid_mid, *resid_post, *attn_out, *mlp_out;
-  NormHooks ln1, ln2;
+  NormHooks ln1, ln2, ln1_post, ln2_post;
   HookPoint *q, *k, *v, *rot_q, *rot_k, *attn_scores, *pattern, *z, *result;
   HookPoint *mlp_pre, *mlp_pre_linear, *mlp_post;
 };
@@ -164,12 +167,14 @@ struct Transformer::Impl {
       h.pattern = point(b + "attn.hook_pattern");
       h.z = point(b + "attn.hook_z");
       h.result = point(b + "attn.hook_result");
+      if (cfg.post_norms) h.ln1_post = {point(b + "ln1_post.hook_scale"), point(b + "ln1_post.hook_normalized")};
       h.attn_out = point(b + "hook_attn_out");
       if (!cfg.parallel_residual) h.resid_mid = point(b + "hook_resid_mid");
       h.ln2 = {point(b + "ln2.hook_scale"), point(b + "ln2.hook_normalized")};
       h.mlp_pre = point(b + "mlp.hook_pre");
       if (cfg.gated_mlp) h.mlp_pre_linear = point(b + "mlp.hook_pre_linear");
       h.mlp_post = point(b + "mlp.hook_post");
+      if (cfg.post_norms) h.ln2_post = {point(b + "ln2_post.hook_scale"), point(b + "ln2_post.hook_normalized")};
       h.mlp_out = point(b + "hook_mlp_out");
       h.resid_post = point(b + "hook_resid_post");
       layer_hooks.push_back(h);
@@ -209,11 +214,12 @@ struct Transformer::Impl {
     }
     var = x.pow(2).mean(-1, true);
     auto scale = (*h.scale)((var + cfg.norm_eps).sqrt());
-    auto normalized = (*h.normalized)((x / scale).to(x_in.scalar_type()));
     if (cfg.norm_weight_offset) {
-      // Gemma multiplies in float32 before casting back.
-      return (normalized.to(torch::kFloat) * (1.0 + nw.weight.to(torch::kFloat))).to(x_in.scalar_type());
+      // Gemma multiplies by (1 + w) in float32 before casting back (hook_normalized is float32 here).
+      auto normalized = (*h.normalized)(x / scale);
+      return (normalized * (1.0 + nw.weight.to(torch::kFloat))).to(x_in.scalar_type());
     }
+    auto normalized = (*h.normalized)((x / scale).to(x_in.scalar_type()));
     auto y = normalized * nw.weight;
     if (nw.bias.defined()) y = y + nw.bias;
     return y;
@@ -255,6 +261,17 @@ struct Transformer::Impl {
       vh = c.v.narrow(2, 0, cache->length + q_len);
     }
     const int64_t k_len = kh.size(2);
+    at::Tensor mask = key_mask;
+    const int64_t window = cfg.sliding_window.empty() ? 0 : cfg.sliding_window[l];
+    if (window > 0 && k_len > window) {
+      // Keys more than `window` positions back are out of reach (q - k < window).
+      auto qi = at::arange(k_len - q_len, k_len, x.options().dtype(at::kLong)).unsqueeze(1);
+      auto ki = at::arange(0, k_len, x.options().dtype(at::kLong)).unsqueeze(0);
+      auto in_window = (qi - ki) < window;
+      mask = plain_causal ? in_window.logical_and(ki <= qi).view({1, 1, q_len, k_len})
+                          : mask.logical_and(in_window.view({1, 1, q_len, k_len}));
+      plain_causal = false;
+    }
     const double scale = cfg.attn_scale > 0 ? cfg.attn_scale : 1.0 / std::sqrt(static_cast<double>(D));
     const bool explicit_path = h.attn_scores->active() || h.pattern->active() || cfg.attn_softcap.has_value();
     at::Tensor z;
@@ -266,13 +283,13 @@ struct Transformer::Impl {
       if (plain_causal)
         z = at::scaled_dot_product_attention(qh, kh, vh, {}, 0.0, /*is_causal=*/true, scale);
       else
-        z = at::scaled_dot_product_attention(qh, kh, vh, key_mask, 0.0, false, scale);
+        z = at::scaled_dot_product_attention(qh, kh, vh, mask, 0.0, false, scale);
     } else {
       auto kr = KV != H ? kh.repeat_interleave(H / KV, 1) : kh;
       auto vr = KV != H ? vh.repeat_interleave(H / KV, 1) : vh;
       auto scores = at::matmul(qh, kr.transpose(-1, -2)) * scale;  // [batch, head_index, query_pos, key_pos]
       if (cfg.attn_softcap) scores = at::tanh(scores / *cfg.attn_softcap) * *cfg.attn_softcap;
-      at::Tensor allowed = plain_causal ? at::ones({q_len, k_len}, x.options().dtype(at::kBool)).tril() : key_mask;
+      at::Tensor allowed = plain_causal ? at::ones({q_len, k_len}, x.options().dtype(at::kBool)).tril() : mask;
       scores = scores.masked_fill(allowed.logical_not(), -std::numeric_limits<float>::infinity());
       scores = (*h.attn_scores)(scores);
       auto pattern = (*h.pattern)(at::softmax(scores, -1, at::kFloat).to(qh.scalar_type()));
@@ -311,15 +328,19 @@ struct Transformer::Impl {
     if (cfg.positions == PositionKind::Learned) x = x + (*hook_pos_embed)(at::embedding(w.pos_embed, positions));
     for (int64_t l = 0; l < cfg.n_layers; ++l) {
       const auto& h = layer_hooks[l];
+      const auto& W = w.layers[l];
       auto resid_pre = (*h.resid_pre)(x);  // [batch, pos, d_model]
-      auto attn_out = (*h.attn_out)(attention(l, norm(resid_pre, w.layers[l].ln1, h.ln1), positions, key_mask,
-                                              plain_causal, cache));
+      auto attn = attention(l, norm(resid_pre, W.ln1, h.ln1), positions, key_mask, plain_causal, cache);
+      if (cfg.post_norms) attn = norm(attn, W.ln1_post, h.ln1_post);
+      auto attn_out = (*h.attn_out)(attn);
       if (cfg.parallel_residual) {
-        auto mlp_out = (*h.mlp_out)(mlp(l, norm(resid_pre, w.layers[l].ln2, h.ln2)));
+        auto mlp_out = (*h.mlp_out)(mlp(l, norm(resid_pre, W.ln2, h.ln2)));
         x = (*h.resid_post)(resid_pre + attn_out + mlp_out);
       } else {
         auto resid_mid = (*h.resid_mid)(resid_pre + attn_out);
-        auto mlp_out = (*h.mlp_out)(mlp(l, norm(resid_mid, w.layers[l].ln2, h.ln2)));
+        auto m = mlp(l, norm(resid_mid, W.ln2, h.ln2));
+        if (cfg.post_norms) m = norm(m, W.ln2_post, h.ln2_post);
+        auto mlp_out = (*h.mlp_out)(m);
         x = (*h.resid_post)(resid_mid + mlp_out);
       }
     }
@@ -374,7 +395,7 @@ Transformer::Transformer(ModelConfig config, const std::map<std::string, at::Ten
   auto& W = impl_->w;
   for (auto* t : {&W.embed, &W.pos_embed, &W.unembed, &W.unembed_bias, &W.ln_final.weight, &W.ln_final.bias}) cast(*t);
   for (auto& L : W.layers)
-    for (auto* t : {&L.ln1.weight, &L.ln1.bias, &L.ln2.weight, &L.ln2.bias, &L.wq, &L.bq, &L.wk, &L.bk, &L.wv, &L.bv,
+    for (auto* t : {&L.ln1.weight, &L.ln1.bias, &L.ln2.weight, &L.ln2.bias, &L.ln1_post.weight, &L.ln2_post.weight, &L.wq, &L.bq, &L.wk, &L.bk, &L.wv, &L.bv,
                     &L.wo, &L.bo, &L.w_gate, &L.b_gate, &L.w_in, &L.b_in, &L.w_out, &L.b_out})
       cast(*t);
   impl_->make_hooks();

@@ -23,6 +23,14 @@ ARCHS = {
         rope_theta=500000.0, tie_word_embeddings=True),
     "mistral": lambda: transformers.MistralConfig(**TINY, sliding_window=None),
     "qwen2": lambda: transformers.Qwen2Config(**TINY, tie_word_embeddings=True),
+    "mistral_window": lambda: transformers.MistralConfig(**TINY, sliding_window=8),
+    "gpt2": lambda: transformers.GPT2Config(n_embd=64, n_layer=2, n_head=4, vocab_size=300, n_positions=256),
+    "gpt_neox": lambda: transformers.GPTNeoXConfig(hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                                                   num_attention_heads=4, vocab_size=300,
+                                                   max_position_embeddings=256, rotary_pct=0.25),
+    "gemma": lambda: transformers.GemmaConfig(**TINY, head_dim=24),
+    "gemma2": lambda: transformers.Gemma2Config(**TINY, head_dim=24, sliding_window=8, query_pre_attn_scalar=20,
+                                                attn_logit_softcapping=5.0, final_logit_softcapping=3.0),
 }
 
 

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "scalpel/io/hf_config.hpp"
 
@@ -40,6 +41,9 @@ struct ModelConfig {
   std::optional<RopeScaling> rope_scaling;
 
   bool parallel_residual = false;  // GPT-NeoX: x + attn(ln1(x)) + mlp(ln2(x))
+  bool post_norms = false;         // Gemma 2: norms on the attention and MLP outputs too (ln1_post, ln2_post)
+  /// Per layer: the sliding attention window (0: global attention).
+  std::vector<int64_t> sliding_window;
   bool qkv_bias = false;
   bool o_bias = false;
   bool mlp_bias = false;

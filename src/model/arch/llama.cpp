@@ -15,6 +15,10 @@ ModelConfig llama_config(const HFConfig& hf, const std::string& name) {
   c.qkv_bias = hf.attention_bias || name == "qwen2";
   c.o_bias = hf.attention_bias;
   c.mlp_bias = hf.mlp_bias;
+  // Mistral attends within a sliding window on every layer; Qwen2 only when use_sliding_window says so.
+  const bool sliding = name == "mistral" || (name == "qwen2" && hf.get_bool("use_sliding_window", false));
+  if (sliding && hf.sliding_window && *hf.sliding_window > 0)
+    c.sliding_window.assign(static_cast<size_t>(c.n_layers), *hf.sliding_window);
   return c;
 }
 
