@@ -79,7 +79,9 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base)
 
 def peak_rss_mib(which, path, threads):
     out = subprocess.run([sys.executable, "-c", RSS_SNIPPET.format(threads=threads), which, str(path)],
-                         capture_output=True, text=True, check=True)
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"peak RSS run of {which} failed:\n{out.stderr}")
     return int(out.stdout.strip().splitlines()[-1]) / 1024.0
 
 

@@ -4,6 +4,7 @@
     scalpel inspect PATH                         a checkpoint's config, tensors and tokenizer
     scalpel tokenize --model PATH TEXT           ids and tokens of TEXT
     scalpel chat --model PATH --prompt TEXT      the chat-template rendering of one user turn
+    scalpel generate --model PATH --prompt TEXT [--chat] [--max-new-tokens N] [--sample --temperature T --seed S]
 """
 from __future__ import annotations
 
@@ -197,6 +198,23 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_generate(args: argparse.Namespace) -> int:
+    import scalpel
+
+    t0 = time.perf_counter()
+    model = scalpel.load(args.model, dtype=args.dtype)
+    t1 = time.perf_counter()
+    out = model.generate([args.prompt], max_new_tokens=args.max_new_tokens, chat=args.chat, do_sample=args.sample,
+                         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+                         return_result=True)
+    t2 = time.perf_counter()
+    new = out.new_tokens[0]
+    print(model.tokenizer.decode(new, skip_special_tokens=True))
+    print(f"[{len(new)} tokens in {t2 - t1:.2f}s ({len(new) / max(t2 - t1, 1e-9):.1f} tok/s); "
+          f"load {t1 - t0:.2f}s; {model.config!r}]", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="scalpel", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -218,6 +236,18 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--prompt", required=True)
     c.add_argument("--system")
     c.set_defaults(func=cmd_chat)
+    g = sub.add_parser("generate", help="generate a completion with a model")
+    g.add_argument("--model", required=True)
+    g.add_argument("--prompt", required=True)
+    g.add_argument("--chat", action="store_true", help="wrap the prompt in the chat template as a user turn")
+    g.add_argument("--max-new-tokens", type=int, default=64)
+    g.add_argument("--dtype", default=None, help="float32 or bfloat16 (default: the checkpoint's)")
+    g.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
+    g.add_argument("--temperature", type=float, default=1.0)
+    g.add_argument("--top-k", type=int, default=0)
+    g.add_argument("--top-p", type=float, default=1.0)
+    g.add_argument("--seed", type=int, default=0)
+    g.set_defaults(func=cmd_generate)
     args = p.parse_args(argv)
     try:
         return args.func(args)

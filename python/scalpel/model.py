@@ -25,15 +25,19 @@ def load(path: str, dtype: str | torch.dtype | None = None, device: str = "cpu")
 
 
 @contextlib.contextmanager
-def _hooks(self: Transformer, hooks: Iterable[tuple[str, Callable]]):
-    """`with model.hooks([(name, fn), ...]):` — fn(activation, hook) returns a
-    tensor to replace the activation, or None to leave it. The hooks are
-    removed on leaving the block, also when an exception flies."""
-    handle = self.add_hooks(list(hooks))
+def _hooks(self: Transformer, hooks: Iterable[tuple[str, Callable]] = (),
+           backward: Iterable[tuple[str, Callable]] = ()):
+    """`with model.hooks([(name, fn), ...], backward=[(name, gfn), ...]):` —
+    fn(activation, hook) returns a tensor to replace the activation, or None to
+    leave it; gfn(grad, hook) sees d(loss)/d(activation) when backward() runs.
+    The hooks are removed on leaving the block, also when an exception flies."""
+    handles = [self.add_hooks(list(hooks))]
     try:
-        yield handle
+        handles.append(self.add_backward_hooks(list(backward)))
+        yield handles[0]
     finally:
-        handle.remove()
+        for h in handles:
+            h.remove()
 
 
 def _generate(self: Transformer, prompts, max_new_tokens: int = 32, *, do_sample: bool = False,

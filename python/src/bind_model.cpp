@@ -23,6 +23,17 @@ HookFn wrap_hook(py::object fn) {
   };
 }
 
+BackwardHookFn wrap_backward_hook(py::object fn) {
+  auto holder = std::shared_ptr<py::object>(new py::object(std::move(fn)), [](py::object* o) {
+    py::gil_scoped_acquire gil;
+    delete o;
+  });
+  return [holder](const at::Tensor& grad, const HookPoint& point) {
+    py::gil_scoped_acquire gil;
+    (*holder)(grad, py::cast(&point, py::return_value_policy::reference));
+  };
+}
+
 }  // namespace
 
 void bind_model(py::module_& m) {
@@ -108,6 +119,13 @@ void bind_model(py::module_& m) {
              return t.add_hooks(fns);
            },
            py::arg("hooks"))
+      .def("add_backward_hooks",
+           [](Transformer& t, const std::vector<std::pair<std::string, py::object>>& hooks) {
+             std::vector<std::pair<std::string, BackwardHookFn>> fns;
+             for (const auto& [n, f] : hooks) fns.emplace_back(n, wrap_backward_hook(f));
+             return t.add_backward_hooks(fns);
+           },
+           py::arg("hooks"), "Gradient hooks fn(grad, hook), called when backward() runs through the activation.")
       .def("reset_hooks", &Transformer::reset_hooks)
       .def("run_with_cache",
            [](Transformer& t, const at::Tensor& tokens, const std::vector<std::string>& names,

@@ -22,20 +22,39 @@ namespace scalpel {
 // ---------------------------------------------------------------------------
 int64_t HookPoint::add(HookFn fn) {
   int64_t id = next_id_++;
-  hooks_.emplace_back(id, std::move(fn));
+  hooks_.push_back({id, std::move(fn), false});
+  return id;
+}
+
+int64_t HookPoint::add_backward(BackwardHookFn fn) {
+  int64_t id = next_id_++;
+  HookFn forward = [fn = std::move(fn)](const at::Tensor& x, const HookPoint& point) -> at::Tensor {
+    if (x.requires_grad()) {
+      const HookPoint* p = &point;
+      auto g = fn;
+      x.register_hook([g, p](const at::Tensor& grad) { g(grad, *p); });
+    }
+    return at::Tensor();
+  };
+  hooks_.push_back({id, std::move(forward), true});
+  ++n_backward_;
   return id;
 }
 
 void HookPoint::remove(int64_t id) {
-  hooks_.erase(std::remove_if(hooks_.begin(), hooks_.end(), [id](const auto& h) { return h.first == id; }),
-               hooks_.end());
+  for (auto it = hooks_.begin(); it != hooks_.end(); ++it) {
+    if (it->id != id) continue;
+    if (it->backward) --n_backward_;
+    hooks_.erase(it);
+    return;
+  }
 }
 
 at::Tensor HookPoint::run(at::Tensor x) const {
   // Copy: a hook may add or remove hooks while running.
   auto hooks = hooks_;
-  for (const auto& [id, fn] : hooks) {
-    at::Tensor y = fn(x, *this);
+  for (const auto& h : hooks) {
+    at::Tensor y = h.fn(x, *this);
     if (!y.defined()) continue;
     if (y.sizes() != x.sizes())
       throw ShapeError(detail::expected_got("hook at " + name_, "an activation of shape " + c10::str(x.sizes()),
@@ -324,6 +343,9 @@ struct Transformer::Impl {
     const bool plain_causal = !key_mask.defined();
     auto x = at::embedding(w.embed, tokens);
     if (cfg.embed_scale != 1.0) x = x * torch::tensor(cfg.embed_scale, x.options());
+    if (at::GradMode::is_enabled() && !x.requires_grad() &&
+        std::any_of(points.begin(), points.end(), [](const auto& p) { return p->has_backward(); }))
+      x = x.detach().requires_grad_(true);  // gradients for backward hooks, without parameter gradients
     x = (*hook_embed)(x);  // [batch, pos, d_model]
     if (cfg.positions == PositionKind::Learned) x = x + (*hook_pos_embed)(at::embedding(w.pos_embed, positions));
     for (int64_t l = 0; l < cfg.n_layers; ++l) {
@@ -489,6 +511,15 @@ HookPoint& Transformer::hook_point(const std::string& name) {
 }
 
 HookHandle Transformer::add_hook(const std::string& name, HookFn fn) { return add_hooks({{name, std::move(fn)}}); }
+
+HookHandle Transformer::add_backward_hooks(const std::vector<std::pair<std::string, BackwardHookFn>>& hooks) {
+  std::vector<HookPoint*> targets;
+  for (const auto& [name, fn] : hooks) targets.push_back(&hook_point(name));
+  HookHandle handle;
+  for (size_t i = 0; i < hooks.size(); ++i)
+    handle.hooks_.emplace_back(targets[i], targets[i]->add_backward(hooks[i].second));
+  return handle;
+}
 
 HookHandle Transformer::add_hooks(const std::vector<std::pair<std::string, HookFn>>& hooks) {
   // Resolve every name first: an unknown name registers nothing.

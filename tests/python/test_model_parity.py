@@ -175,3 +175,33 @@ def test_unknown_architecture_names_supported(tmp_path):
     scalpel.save_safetensors(str(tmp_path / "model.safetensors"), {"x": torch.zeros(1)})
     with pytest.raises(ValueError, match="LlamaForCausalLM"):
         scalpel.load(str(tmp_path))
+
+
+def test_backward_hooks_give_true_gradients(tmp_path):
+    _save_random(ARCHS["llama"](), tmp_path)
+    model = scalpel.load(str(tmp_path))
+    tokens = torch.randint(0, 300, (1, 8), generator=torch.Generator().manual_seed(4))
+    target = torch.randn(1, 8, 300, generator=torch.Generator().manual_seed(5))
+    name = "blocks.0.hook_resid_post"
+    grads = {}
+    with model.hooks(backward=[(name, lambda g, hook: grads.__setitem__(hook.name, g.clone()))]):
+        loss = (model(tokens) * target).sum()
+        loss.backward()
+    g = grads[name]
+    assert g.shape == (1, 8, 64)
+
+    # Central finite differences on three coordinates of the activation.
+    def loss_with(delta, pos, dim):
+        def bump(x, hook):
+            x = x.clone()
+            x[0, pos, dim] += delta
+            return x
+        with torch.no_grad(), model.hooks([(name, bump)]):
+            return (model(tokens) * target).sum().item()
+
+    for pos, dim in [(0, 0), (3, 17), (7, 63)]:
+        eps = 1e-2
+        fd = (loss_with(eps, pos, dim) - loss_with(-eps, pos, dim)) / (2 * eps)
+        assert abs(fd - g[0, pos, dim].item()) < 1e-3 * max(1.0, abs(fd)), (pos, dim, fd, g[0, pos, dim].item())
+    # Positions after `pos` cannot influence earlier logits: causal gradients.
+    assert g[0, -1].abs().sum() > 0

@@ -23,6 +23,10 @@ class HookPoint;
 /// is allowed.
 using HookFn = std::function<at::Tensor(const at::Tensor& activation, const HookPoint& point)>;
 
+/// A backward hook gets the gradient of the loss with respect to the
+/// activation (same shape) when backward() runs through it.
+using BackwardHookFn = std::function<void(const at::Tensor& grad, const HookPoint& point)>;
+
 class HookPoint {
  public:
   explicit HookPoint(std::string name) : name_(std::move(name)) {}
@@ -38,15 +42,28 @@ class HookPoint {
 
   /// Returns an id for remove().
   int64_t add(HookFn fn);
+  /// Registers a gradient hook on the activation of every forward pass run
+  /// with grad mode on; returns an id for remove().
+  int64_t add_backward(BackwardHookFn fn);
+  bool has_backward() const { return n_backward_ > 0; }
   void remove(int64_t id);
-  void clear() { hooks_.clear(); }
+  void clear() {
+    hooks_.clear();
+    n_backward_ = 0;
+  }
   size_t size() const { return hooks_.size(); }
 
  private:
   at::Tensor run(at::Tensor x) const;
   std::string name_;
-  std::vector<std::pair<int64_t, HookFn>> hooks_;
+  struct Entry {
+    int64_t id;
+    HookFn fn;
+    bool backward;
+  };
+  std::vector<Entry> hooks_;
   int64_t next_id_ = 0;
+  int64_t n_backward_ = 0;
 };
 
 }  // namespace scalpel

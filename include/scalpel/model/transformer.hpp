@@ -90,6 +90,10 @@ class Transformer {
   HookPoint& hook_point(const std::string& name);
   HookHandle add_hook(const std::string& name, HookFn fn);
   HookHandle add_hooks(const std::vector<std::pair<std::string, HookFn>>& hooks);
+  /// Gradient hooks: called with d(loss)/d(activation) when backward() runs
+  /// through a forward pass made with grad mode on (the embedding output is
+  /// made to require grad when needed, so no parameter gradients are built).
+  HookHandle add_backward_hooks(const std::vector<std::pair<std::string, BackwardHookFn>>& hooks);
   void reset_hooks();
 
   /// Logits and the activations at `names` (all hook points when empty).
