@@ -162,9 +162,21 @@ def test_tinystories_bf16(shared):
                                                            attn_implementation="eager").eval()
     ours = scalpel.load(str(path))
     assert ours.dtype == torch.bfloat16
-    tokens = torch.tensor([[1] + ours.tokenizer.encode("Once upon a time", add_special_tokens=False)])
-    diff = (ours(tokens) - _hf_logits(hf, tokens)).abs().max().item()
-    assert diff < 0.1, diff  # bf16 rounding order differs in places; measured in docs/benchmarks.md
+    tok = ours.tokenizer
+    tokens = torch.tensor([[1] + tok.encode("Once upon a time, there was a big dog named Max. He liked to",
+                                            add_special_tokens=False)])
+    got, ref = ours(tokens), _hf_logits(hf, tokens)
+    # bf16 logits agree to within 2 units in the last place of the largest logit
+    # (op order differs in places), with the same argmax everywhere.
+    ulp = 2.0 ** (int(torch.log2(ref.abs().max()).floor()) - 7)
+    assert (got - ref).abs().max().item() <= 2 * ulp
+    assert torch.equal(got.argmax(-1), ref.argmax(-1))
+    kl = torch.nn.functional.kl_div(got.log_softmax(-1), ref.log_softmax(-1), log_target=True, reduction="none")
+    assert kl.sum(-1).max().item() < 1e-2
+    res = ours.generate(torch.tensor([[1]]), max_new_tokens=30, stop_tokens=[])
+    with torch.no_grad():
+        ref_gen = hf.generate(torch.tensor([[1]]), max_new_tokens=30, do_sample=False, eos_token_id=None, pad_token_id=0)
+    assert res.new_tokens[0] == ref_gen[0, 1:].tolist()
 
 
 def test_unknown_architecture_names_supported(tmp_path):
