@@ -135,10 +135,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
         else:
             rendered = None
         report["chat_template"] = {"present": tok.has_chat_template, "example": rendered}
-    report["generation"] = (
-        "not yet: generation and refusal rates arrive with the hooked transformer (Foundation II) "
-        "and the Gemma 3 main job"
-    )
+    # Generation with the hooked transformer.
+    t2 = time.perf_counter()
+    lm = scalpel.load(str(model_dir))
+    report["timing"]["load_model_ms"] = (time.perf_counter() - t2) * 1e3
+    gen_rows = []
+    report["generation"] = {"samples": []}
+    if lm.has_tokenizer:
+        starts = ["Once upon a time", "Lily and Tom went to the park.", "The little dog was sad because"]
+        t3 = time.perf_counter()
+        outs = lm.generate(starts, max_new_tokens=args.max_new_tokens, return_result=True)
+        dt = time.perf_counter() - t3
+        n_new = sum(len(t) for t in outs.new_tokens)
+        for prompt, new in zip(starts, outs.new_tokens):
+            text = lm.tokenizer.decode(new, skip_special_tokens=True)
+            report["generation"]["samples"].append({"prompt": prompt, "completion": text})
+            gen_rows.append([prompt, text.replace("\n", " ")[:160]])
+        report["generation"]["tokens_per_s"] = n_new / dt
+        report["generation"]["note"] = ("greedy, batched with left padding and a KV cache; refusal rates on chat "
+                                         "prompts arrive with the Gemma 3 main job")
     report["peak_rss_mib"] = peak_rss_mib()
 
     md = [f"# scalpel main job — {model_dir.name}", "", f"Run {stamp}, scalpel {scalpel.__version__}.", ""]
@@ -152,7 +167,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         md += (["```", report["chat_template"]["example"], "```"] if report["chat_template"]["example"]
                else ["This model ships no chat template."])
         md += [""]
-    md += ["## Generation", "", report["generation"], "", f"Peak RSS: {report['peak_rss_mib']:.0f} MiB.", ""]
+    md += ["## Generation", ""]
+    if gen_rows:
+        md += [_table(gen_rows, ["prompt", "greedy completion"]), "",
+               f"{report['generation']['tokens_per_s']:.1f} new tokens/s; {report['generation']['note']}.", ""]
+    md += [f"Peak RSS: {report['peak_rss_mib']:.0f} MiB.", ""]
 
     (run_dir / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     (run_dir / "report.md").write_text("\n".join(md))
@@ -222,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--model", help="Hugging Face model directory (default: TinyStories-656K from ../shared)")
     d.add_argument("--out", default=str(REPO / "runs"), help="where the run directory goes")
     d.add_argument("-n", type=int, default=100, help="prompts per set")
+    d.add_argument("--max-new-tokens", type=int, default=48)
     d.set_defaults(func=cmd_demo)
     i = sub.add_parser("inspect", help="config, tensors and metadata of a checkpoint")
     i.add_argument("path")
