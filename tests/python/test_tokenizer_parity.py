@@ -15,10 +15,7 @@ directories (Qwen2.5, and GPT-2's vocab.json + merges.txt copied without its
 tokenizer.json).
 
 scalpel side: ``scalpel.load_tokenizer(path)`` with ``encode(text,
-add_special_tokens=...)`` / ``decode(ids, skip_special_tokens=...)``. When the
-module is not built yet (or to test the C++ code alone), set
-SCALPEL_TOKENIZER_CLI to a build of tests/support/tokenizer_cli.cpp: the same
-checks then run through it.
+add_special_tokens=...)`` / ``decode(ids, skip_special_tokens=...)``.
 """
 
 from __future__ import annotations
@@ -28,9 +25,6 @@ import json
 import os
 import random
 import shutil
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -141,64 +135,31 @@ class Oracle:
 # ─────────────────────────────── scalpel side ───────────────────────────────
 
 
-def _python_backend():
-    sys.path.insert(0, str(REPO / "python"))
-    try:
-        import scalpel  # noqa: F401
-    except Exception:  # not built, or built from a tree in the middle of a change
-        return None
-    return scalpel if hasattr(scalpel, "load_tokenizer") else None
-
-
 class Scalpel:
-    """Runs scalpel on a batch of inputs, through the module or the CLI harness."""
+    """Runs scalpel (the Python module) on a batch of inputs."""
 
     def __init__(self):
-        # An explicit SCALPEL_TOKENIZER_CLI wins (C++-only development);
-        # otherwise the Python module.
-        self.cli = os.environ.get("SCALPEL_TOKENIZER_CLI")
-        if self.cli:
-            if not Path(self.cli).is_file():
-                pytest.fail(f"SCALPEL_TOKENIZER_CLI={self.cli} does not exist")
-            self.module = None
-            return
-        self.module = _python_backend()
-        if self.module is None:
-            pytest.skip("scalpel Python module not importable and SCALPEL_TOKENIZER_CLI not set")
+        import scalpel
+
+        self.module = scalpel
 
     def encode_decode(self, path: Path, strings: list[str]) -> list[dict]:
-        if self.module is not None:
-            tok = self.module.load_tokenizer(str(path))
-            out = []
-            for s in strings:
-                ids = list(tok.encode(s, add_special_tokens=True))
-                out.append({
-                    "ids": ids,
-                    "ids_plain": list(tok.encode(s, add_special_tokens=False)),
-                    "decode": tok.decode(ids, skip_special_tokens=False),
-                    "decode_skip": tok.decode(ids, skip_special_tokens=True),
-                })
-            return out
-        return self._run_cli(path, strings, [])
+        tok = self.module.load_tokenizer(str(path))
+        out = []
+        for s in strings:
+            ids = list(tok.encode(s, add_special_tokens=True))
+            out.append({
+                "ids": ids,
+                "ids_plain": list(tok.encode(s, add_special_tokens=False)),
+                "decode": tok.decode(ids, skip_special_tokens=False),
+                "decode_skip": tok.decode(ids, skip_special_tokens=True),
+            })
+        return out
 
     def decode_lists(self, path: Path, lists: list[list[int]]) -> list[dict]:
-        if self.module is not None:
-            tok = self.module.load_tokenizer(str(path))
-            return [{"decode": tok.decode(ids, skip_special_tokens=False),
-                     "decode_skip": tok.decode(ids, skip_special_tokens=True)} for ids in lists]
-        return self._run_cli(path, lists, ["--ids"])
-
-    def _run_cli(self, path: Path, payload: list, flags: list[str]) -> list[dict]:
-        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False, encoding="utf-8") as fh:
-            json.dump(payload, fh)
-            name = fh.name
-        try:
-            proc = subprocess.run([self.cli, str(path), *flags, name], capture_output=True, text=True, timeout=300)
-        finally:
-            os.unlink(name)
-        result = json.loads(proc.stdout)
-        assert isinstance(result, list), result
-        return result
+        tok = self.module.load_tokenizer(str(path))
+        return [{"decode": tok.decode(ids, skip_special_tokens=False),
+                 "decode_skip": tok.decode(ids, skip_special_tokens=True)} for ids in lists]
 
 
 @pytest.fixture(scope="module")
