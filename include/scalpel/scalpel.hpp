@@ -2,6 +2,8 @@
 #pragma once
 
 #include "scalpel/errors.hpp"
+#include "scalpel/hooks/edits.hpp"
+#include "scalpel/hooks/hook_point.hpp"
 #include "scalpel/io/chat_template.hpp"
 #include "scalpel/io/hf_config.hpp"
 #include "scalpel/io/hf_model.hpp"
@@ -9,4 +11,6 @@
 #include "scalpel/io/safetensors.hpp"
 #include "scalpel/io/tokenizer.hpp"
 #include "scalpel/log.hpp"
+#include "scalpel/model/config.hpp"
+#include "scalpel/model/transformer.hpp"
 #include "scalpel/version.hpp"

@@ -3,14 +3,22 @@
 #include <pybind11/functional.h>
 #include <pybind11/stl.h>
 
+#include "scalpel/hooks/edits.hpp"
 #include "scalpel/io/tokenizer.hpp"
 #include "scalpel/model/transformer.hpp"
 
 namespace scalpel::python {
 namespace {
 
+// A hook made in C++ (patch_hook, ablate_hook, ...): runs without the GIL.
+struct NativeHook {
+  HookFn fn;
+  std::string description;
+};
+
 // A Python callable as a HookFn: called with the GIL held, as fn(activation, hook).
 HookFn wrap_hook(py::object fn) {
+  if (py::isinstance<NativeHook>(fn)) return fn.cast<const NativeHook&>().fn;
   auto holder = std::shared_ptr<py::object>(new py::object(std::move(fn)), [](py::object* o) {
     py::gil_scoped_acquire gil;
     delete o;
@@ -75,6 +83,31 @@ void bind_model(py::module_& m) {
       .def_property_readonly("name", &HookPoint::name)
       .def_property_readonly("active", &HookPoint::active)
       .def("__repr__", [](const HookPoint& p) { return "HookPoint('" + p.name() + "')"; });
+
+  py::class_<NativeHook>(m, "NativeHook", "A hook implemented in C++ (no Python call per activation).")
+      .def("__repr__", [](const NativeHook& h) { return h.description; });
+  m.def(
+      "patch_hook",
+      [](const at::Tensor& source, std::vector<int64_t> positions, std::vector<int64_t> heads) {
+        return NativeHook{patch_hook(source, positions, heads), "patch_hook(positions, heads)"};
+      },
+      py::arg("source"), py::arg("positions") = std::vector<int64_t>{}, py::arg("heads") = std::vector<int64_t>{},
+      "Hook replacing the activation at positions/heads by the same entries of `source` (another run's cache).");
+  m.def(
+      "ablate_hook",
+      [](std::vector<int64_t> positions, std::vector<int64_t> heads, std::optional<at::Tensor> mean) {
+        return NativeHook{ablate_hook(positions, heads, mean.value_or(at::Tensor())),
+                          mean ? "ablate_hook(mean)" : "ablate_hook(zero)"};
+      },
+      py::arg("positions") = std::vector<int64_t>{}, py::arg("heads") = std::vector<int64_t>{},
+      py::arg("mean") = py::none(), "Hook setting the activation at positions/heads to zero (or to `mean`).");
+  m.def(
+      "add_vector_hook",
+      [](const at::Tensor& vector, double alpha, std::vector<int64_t> positions) {
+        return NativeHook{add_vector_hook(vector, alpha, positions), "add_vector_hook(alpha=" + std::to_string(alpha) + ")"};
+      },
+      py::arg("vector"), py::arg("alpha") = 1.0, py::arg("positions") = std::vector<int64_t>{},
+      "Hook adding alpha * vector at positions (activation addition / steering).");
 
   py::class_<HookHandle>(m, "HookHandle", "Registered hooks; remove() (or leaving a `with` block) removes them.")
       .def("remove", &HookHandle::remove);

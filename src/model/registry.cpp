@@ -55,6 +55,23 @@ ModelConfig base_config(const HFConfig& hf, const std::string& name) {
   return c;
 }
 
+void read_llama_style_projections(const WeightSource& w, const std::string& p, LayerWeights& L) {
+  L.wq = w.get(p + "self_attn.q_proj.weight");
+  L.wk = w.get(p + "self_attn.k_proj.weight");
+  L.wv = w.get(p + "self_attn.v_proj.weight");
+  L.wo = w.get(p + "self_attn.o_proj.weight");
+  L.bq = w.opt(p + "self_attn.q_proj.bias");
+  L.bk = w.opt(p + "self_attn.k_proj.bias");
+  L.bv = w.opt(p + "self_attn.v_proj.bias");
+  L.bo = w.opt(p + "self_attn.o_proj.bias");
+  L.w_gate = w.get(p + "mlp.gate_proj.weight");
+  L.w_in = w.get(p + "mlp.up_proj.weight");
+  L.w_out = w.get(p + "mlp.down_proj.weight");
+  L.b_gate = w.opt(p + "mlp.gate_proj.bias");
+  L.b_in = w.opt(p + "mlp.up_proj.bias");
+  L.b_out = w.opt(p + "mlp.down_proj.bias");
+}
+
 }  // namespace scalpel::detail
 
 namespace scalpel {

@@ -57,5 +57,8 @@ const ArchSpec& find_architecture(const HFConfig& config);
 
 // Shared helpers for architecture files.
 ModelConfig base_config(const HFConfig& hf, const std::string& name);
+/// self_attn.{q,k,v,o}_proj and mlp.{gate,up,down}_proj (weights, optional
+/// biases) under `prefix` — the layout of Llama, Mistral, Qwen2 and Gemma.
+void read_llama_style_projections(const WeightSource& w, const std::string& prefix, LayerWeights& layer);
 
 }  // namespace scalpel::detail

@@ -217,3 +217,46 @@ def test_backward_hooks_give_true_gradients(tmp_path):
         assert abs(fd - g[0, pos, dim].item()) < 1e-3 * max(1.0, abs(fd)), (pos, dim, fd, g[0, pos, dim].item())
     # Positions after `pos` cannot influence earlier logits: causal gradients.
     assert g[0, -1].abs().sum() > 0
+
+
+def test_native_hooks_patch_ablate_steer(tmp_path):
+    _save_random(ARCHS["llama"](), tmp_path)
+    model = scalpel.load(str(tmp_path))
+    g = torch.Generator().manual_seed(6)
+    clean = torch.randint(0, 300, (1, 10), generator=g)
+    corrupt = clean.clone()
+    corrupt[0, 2] = (corrupt[0, 2] + 1) % 300
+    clean_logits, clean_cache = model.run_with_cache(clean, names=["blocks.0.hook_resid_pre", "blocks.1.attn.hook_z"])
+    # Patching every position of resid_pre at layer 0 from the clean run reproduces the clean run.
+    with model.hooks([("blocks.0.hook_resid_pre", scalpel.patch_hook(clean_cache["blocks.0.hook_resid_pre"]))]):
+        patched = model(corrupt)
+    assert torch.allclose(patched, model(clean), atol=1e-6)
+    # Clean -> clean patching of one head is a no-op.
+    plain = model(clean)
+    with model.hooks([("blocks.1.attn.hook_z", scalpel.patch_hook(clean_cache["blocks.1.attn.hook_z"], [3], [1]))]):
+        assert torch.equal(model(clean), plain)
+    # A native patch equals the same patch written in Python.
+    src = clean_cache["blocks.1.attn.hook_z"]
+
+    def py_patch(x, hook):
+        x = x.clone()
+        x[:, 4, 2] = src[:, 4, 2]
+        return x
+
+    with model.hooks([("blocks.1.attn.hook_z", py_patch)]):
+        want = model(corrupt)
+    with model.hooks([("blocks.1.attn.hook_z", scalpel.patch_hook(src, positions=[4], heads=[2]))]):
+        assert torch.equal(model(corrupt), want)
+    # Zero ablation of a head changes only positions at or after it.
+    with model.hooks([("blocks.1.attn.hook_z", scalpel.ablate_hook(positions=[-1], heads=[0]))]):
+        abl = model(clean)
+    assert torch.equal(abl[:, :-1], plain[:, :-1]) and not torch.equal(abl[:, -1], plain[:, -1])
+    # alpha = 0 steering is a no-op; alpha != 0 moves the logits.
+    v = torch.randn(64, generator=g)
+    with model.hooks([("blocks.0.hook_resid_post", scalpel.add_vector_hook(v, 0.0))]):
+        assert torch.equal(model(clean), plain)
+    with model.hooks([("blocks.0.hook_resid_post", scalpel.add_vector_hook(v, 4.0))]):
+        assert (model(clean) - plain).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="position"):
+        with model.hooks([("blocks.0.hook_resid_post", scalpel.ablate_hook(positions=[99]))]):
+            model(clean)

@@ -30,20 +30,7 @@ ModelWeights llama_weights(const ModelConfig& c, const WeightSource& w) {
     LayerWeights L;
     L.ln1.weight = w.get(p + "input_layernorm.weight");
     L.ln2.weight = w.get(p + "post_attention_layernorm.weight");
-    L.wq = w.get(p + "self_attn.q_proj.weight");
-    L.wk = w.get(p + "self_attn.k_proj.weight");
-    L.wv = w.get(p + "self_attn.v_proj.weight");
-    L.wo = w.get(p + "self_attn.o_proj.weight");
-    L.bq = w.opt(p + "self_attn.q_proj.bias");
-    L.bk = w.opt(p + "self_attn.k_proj.bias");
-    L.bv = w.opt(p + "self_attn.v_proj.bias");
-    L.bo = w.opt(p + "self_attn.o_proj.bias");
-    L.w_gate = w.get(p + "mlp.gate_proj.weight");
-    L.w_in = w.get(p + "mlp.up_proj.weight");
-    L.w_out = w.get(p + "mlp.down_proj.weight");
-    L.b_gate = w.opt(p + "mlp.gate_proj.bias");
-    L.b_in = w.opt(p + "mlp.up_proj.bias");
-    L.b_out = w.opt(p + "mlp.down_proj.bias");
+    read_llama_style_projections(w, p, L);
     m.layers.push_back(std::move(L));
   }
   m.ln_final.weight = w.get("model.norm.weight");
