@@ -9,7 +9,9 @@ libraries load it. Measured: prefill tokens/s at 1x128 and 8x128, greedy decode
 tokens/s (1 prompt of 128, 64 new tokens, KV cache), peak RSS after load (each
 library in a fresh subprocess), scalpel with no-op Python hooks on every hook
 point vs none, and the machine's fp32 GEMM GFLOP/s (2048^3 torch.mm) in the same
-run. Prints a Markdown table (for docs/benchmarks.md) and writes JSON.
+run. Contenders run in interleaved rounds (min of each), so drift in the
+machine's speed hits them alike. Prints a Markdown table (for
+docs/benchmarks.md) and writes JSON.
 """
 from __future__ import annotations
 
@@ -24,6 +26,20 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SHAPES = {"qwen2.5-0.5b": "qwen2.5-0.5b-instruct", "gpt2": "gpt2-xl"}
+
+
+def best_interleaved(fns, repeat=3):
+    """Min time of each function over `repeat` rounds that run them in turn, so
+    that drift in the machine's speed hits every contender alike."""
+    for fn in fns:
+        fn()
+    times = [float("inf")] * len(fns)
+    for _ in range(repeat):
+        for i, fn in enumerate(fns):
+            t = time.perf_counter()
+            fn()
+            times[i] = min(times[i], time.perf_counter() - t)
+    return times
 
 
 def best(fn, repeat=3, warmup=1):
@@ -110,27 +126,40 @@ def bench_model(name, shared, threads, repeat):
         r = {"model": name, "params": n_params, "weight_bytes": weight_bytes}
         for b in (1, 8):
             tokens = torch.randint(0, vocab, (b, 128), generator=g)
-            t_ours = best(lambda: ours(tokens), repeat)
-            with torch.no_grad():
-                t_hf = best(lambda: hf(tokens), repeat)
+
+            def run_hf():
+                with torch.no_grad():
+                    hf(tokens)
+
+            fns = [lambda: ours(tokens), run_hf]
+            if b == 8:
+                names = ours.hook_names()
+                cheap = [n for n in names if not n.endswith(("hook_attn_scores", "hook_pattern", "hook_result"))]
+
+                def with_hooks(selected):
+                    def run():
+                        with ours.hooks([(n, lambda x, hook: None) for n in selected]):
+                            ours(tokens)
+                    return run
+
+                fns += [with_hooks(cheap), with_hooks(names)]
+            times = best_interleaved(fns, repeat)
+            t_ours, t_hf = times[0], times[1]
             r[f"prefill_{b}x128_tok_s"] = {"scalpel": b * 128 / t_ours, "transformers": b * 128 / t_hf}
             flops = 2 * non_embed * b * 128 + 2 * vocab * ours.config.d_model * b * 128
             r[f"prefill_{b}x128_gflops"] = flops / t_ours / 1e9
             if b == 8:
-                names = ours.hook_names()
-                cheap = [n for n in names if not n.endswith(("hook_attn_scores", "hook_pattern", "hook_result"))]
-                with ours.hooks([(n, lambda x, hook: None) for n in cheap]):
-                    t_hooks = best(lambda: ours(tokens), repeat)
-                with ours.hooks([(n, lambda x, hook: None) for n in names]):
-                    t_all = best(lambda: ours(tokens), repeat)
-                r["hooks"] = {"hook_points": len(names), "noop_hooks_overhead": t_hooks / t_ours - 1,
-                              "noop_hooks_all_overhead": t_all / t_ours - 1}
+                r["hooks"] = {"hook_points": len(names), "noop_hooks_overhead": times[2] / t_ours - 1,
+                              "noop_hooks_all_overhead": times[3] / t_ours - 1}
         prompt = torch.randint(0, vocab, (1, 128), generator=g)
         new = 64
-        t_ours = best(lambda: ours.generate(prompt, max_new_tokens=new, stop_tokens=[]), 1)
-        with torch.no_grad():
-            t_hf = best(lambda: hf.generate(prompt, max_new_tokens=new, min_new_tokens=new, do_sample=False,
-                                            attention_mask=torch.ones_like(prompt), pad_token_id=0), 1)
+
+        def gen_hf():
+            with torch.no_grad():
+                hf.generate(prompt, max_new_tokens=new, min_new_tokens=new, do_sample=False,
+                            attention_mask=torch.ones_like(prompt), pad_token_id=0)
+
+        t_ours, t_hf = best_interleaved([lambda: ours.generate(prompt, max_new_tokens=new, stop_tokens=[]), gen_hf], 2)
         r["decode_tok_s"] = {"scalpel": new / t_ours, "transformers": new / t_hf}
         del hf, ours
         r["peak_rss_mib"] = {"scalpel": peak_rss_mib("scalpel", path, threads),

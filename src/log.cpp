@@ -136,7 +136,8 @@ void Progress::report(bool final_report) {
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   double rate = secs > 0 ? done_ / secs : 0.0;
   if (final_report) {
-    log.info("{}: {}/{} done in {:.1f}s ({:.1f}/s)", label_, done_, total_, secs, rate);
+    // Jobs that ended before their first progress line stay quiet.
+    if (secs >= 1.0) log.info("{}: {}/{} done in {:.1f}s ({:.1f}/s)", label_, done_, total_, secs, rate);
   } else if (done_ > 0) {
     double eta = rate > 0 ? (total_ - done_) / rate : 0.0;
     double pct = total_ > 0 ? 100.0 * done_ / total_ : 0.0;

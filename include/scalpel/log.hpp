@@ -28,7 +28,9 @@ using ProgressCallback = std::function<void(const std::string& label, int64_t do
 void set_progress_callback(ProgressCallback callback);
 
 /// Progress of a long job: `Progress p("tracing heads", n); ... p.update();`
-/// Reports at most a few times per second, with rate and ETA, at level info.
+/// Reports at most twice per second, with rate and ETA, at level info; a job
+/// that ends within a second logs nothing. A progress callback, when set,
+/// receives every report instead.
 class Progress {
  public:
   Progress(std::string label, int64_t total);

@@ -12,6 +12,7 @@
 #include "scalpel/errors.hpp"
 #include "scalpel/io/hf_model.hpp"
 #include "scalpel/io/tokenizer.hpp"
+#include "scalpel/log.hpp"
 #include "util/logging.hpp"
 #include "util/messages.hpp"
 
@@ -587,7 +588,9 @@ GenerateResult Transformer::generate(const std::vector<std::vector<int64_t>>& pr
   int64_t cur = max_len;
   at::Tensor step_tokens = tokens.narrow(1, 0, max_len);
   int64_t offset = 0;
+  Progress progress("generating", opt.max_new_tokens);
   for (int64_t t = 0; t < opt.max_new_tokens; ++t) {
+    progress.update();
     const int64_t q = step_tokens.size(1);
     auto full_mask = mask.narrow(1, 0, offset + q);
     auto positions = positions_from_mask(full_mask, offset, q);

@@ -57,6 +57,9 @@ const ArchSpec& find_architecture(const HFConfig& config);
 
 // Shared helpers for architecture files.
 ModelConfig base_config(const HFConfig& hf, const std::string& name);
+/// The Llama graph's config and weights (shared by Mistral and Qwen2).
+ModelConfig llama_config(const HFConfig& hf, const std::string& name);
+ModelWeights llama_weights(const ModelConfig& config, const WeightSource& weights);
 /// self_attn.{q,k,v,o}_proj and mlp.{gate,up,down}_proj (weights, optional
 /// biases) under `prefix` — the layout of Llama, Mistral, Qwen2 and Gemma.
 void read_llama_style_projections(const WeightSource& w, const std::string& prefix, LayerWeights& layer);

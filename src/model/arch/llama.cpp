@@ -1,10 +1,10 @@
 // SCALPEL_USES_TORCH
-// Llama (incl. Llama-3 rope scaling), Mistral and Qwen2 (qkv bias): the same
-// graph — RMSNorm, rotary attention with grouped-query heads, SwiGLU MLP.
+// Llama (incl. Llama-3 rope scaling): RMSNorm, rotary attention with
+// grouped-query heads, SwiGLU MLP. Mistral and Qwen2 reuse this graph
+// (mistral.cpp, qwen2.cpp).
 #include "model/weights.hpp"
 
 namespace scalpel::detail {
-namespace {
 
 ModelConfig llama_config(const HFConfig& hf, const std::string& name) {
   ModelConfig c = base_config(hf, name);
@@ -12,13 +12,9 @@ ModelConfig llama_config(const HFConfig& hf, const std::string& name) {
   c.gated_mlp = true;
   c.act = Activation::SiLU;
   c.positions = PositionKind::Rotary;
-  c.qkv_bias = hf.attention_bias || name == "qwen2";
+  c.qkv_bias = hf.attention_bias;
   c.o_bias = hf.attention_bias;
   c.mlp_bias = hf.mlp_bias;
-  // Mistral attends within a sliding window on every layer; Qwen2 only when use_sliding_window says so.
-  const bool sliding = name == "mistral" || (name == "qwen2" && hf.get_bool("use_sliding_window", false));
-  if (sliding && hf.sliding_window && *hf.sliding_window > 0)
-    c.sliding_window.assign(static_cast<size_t>(c.n_layers), *hf.sliding_window);
   return c;
 }
 
@@ -38,17 +34,8 @@ ModelWeights llama_weights(const ModelConfig& c, const WeightSource& w) {
   return m;
 }
 
-}  // namespace
-
 ArchSpec llama_arch() {
   return {"llama", {"LlamaForCausalLM"}, [](const HFConfig& hf) { return llama_config(hf, "llama"); }, llama_weights};
-}
-ArchSpec mistral_arch() {
-  return {"mistral", {"MistralForCausalLM"}, [](const HFConfig& hf) { return llama_config(hf, "mistral"); },
-          llama_weights};
-}
-ArchSpec qwen2_arch() {
-  return {"qwen2", {"Qwen2ForCausalLM"}, [](const HFConfig& hf) { return llama_config(hf, "qwen2"); }, llama_weights};
 }
 
 }  // namespace scalpel::detail
