@@ -9,6 +9,7 @@
 #include <cstring>
 #include <filesystem>
 #include <limits>
+#include <mutex>
 #include <set>
 
 #include <fcntl.h>
@@ -22,6 +23,7 @@
 #include "util/atomic_file.hpp"
 #include "util/logging.hpp"
 #include "util/messages.hpp"
+#include "io/mapped_pages.hpp"
 #include "io/model_dir.hpp"
 
 namespace fs = std::filesystem;
@@ -86,14 +88,48 @@ int64_t TensorInfo::numel() const {
 // The mapping
 // ---------------------------------------------------------------------------
 namespace {
+// Live mappings, so that release_mapped_pages() touches nothing else.
+std::mutex& mappings_mutex() {
+  static std::mutex m;
+  return m;
+}
+std::map<uintptr_t, size_t>& live_mappings() {  // base -> size
+  static std::map<uintptr_t, size_t> m;
+  return m;
+}
+
 struct Mapping {
   void* base = nullptr;
   size_t size = 0;
+  void track() {
+    std::lock_guard<std::mutex> lock(mappings_mutex());
+    live_mappings()[reinterpret_cast<uintptr_t>(base)] = size;
+  }
   ~Mapping() {
-    if (base && base != MAP_FAILED) ::munmap(base, size);
+    if (!base || base == MAP_FAILED) return;
+    {
+      std::lock_guard<std::mutex> lock(mappings_mutex());
+      live_mappings().erase(reinterpret_cast<uintptr_t>(base));
+    }
+    ::munmap(base, size);
   }
 };
 }  // namespace
+
+namespace detail {
+bool release_mapped_pages(const void* data, size_t nbytes) {
+  const auto begin = reinterpret_cast<uintptr_t>(data), end = begin + nbytes;
+  std::lock_guard<std::mutex> lock(mappings_mutex());
+  auto it = live_mappings().upper_bound(begin);
+  if (it == live_mappings().begin()) return false;
+  --it;
+  if (end > it->first + it->second) return false;  // not inside one of our mappings
+  const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t first = (begin + page - 1) / page * page, last = end / page * page;  // whole pages only
+  if (last <= first) return false;
+  return ::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED) == 0;
+}
+}  // namespace detail
 
 struct SafetensorsFile::Impl {
   std::string path;
@@ -188,6 +224,7 @@ SafetensorsFile::SafetensorsFile(const std::string& path) {
     impl->map->base = nullptr;
     impl->fail("file", "a file that can be memory-mapped", std::strerror(errno));
   }
+  impl->map->track();
   const auto* bytes = static_cast<const uint8_t*>(impl->map->base);
 
   uint64_t n = 0;

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "io/mapped_pages.hpp"
 #include "model/weights.hpp"
 #include "scalpel/errors.hpp"
 #include "scalpel/io/hf_model.hpp"
@@ -393,6 +394,10 @@ struct Transformer::Impl {
 // ---------------------------------------------------------------------------
 Transformer::Transformer(ModelConfig config, const std::map<std::string, at::Tensor>& hf_weights,
                          at::ScalarType dtype)
+    : Transformer(std::move(config), hf_weights, dtype, false) {}
+
+Transformer::Transformer(ModelConfig config, const std::map<std::string, at::Tensor>& hf_weights,
+                         at::ScalarType dtype, bool release_copied_sources)
     : impl_(std::make_unique<Impl>()) {
   config.validate();
   impl_->cfg = config;
@@ -413,7 +418,16 @@ Transformer::Transformer(ModelConfig config, const std::map<std::string, at::Ten
                                            "\"" + config.architecture + "\""));
   impl_->w = spec->load_weights(config, src);
   auto cast = [&](at::Tensor& t) {
-    if (t.defined()) t = t.to(dtype).contiguous();
+    if (!t.defined()) return;
+    const at::Tensor source = t;
+    t = t.to(dtype).contiguous();
+    // A converted or re-laid-out weight no longer needs its file pages: give
+    // them back as we go, so that peak memory is the model, not model + file.
+    if (release_copied_sources && t.data_ptr() != source.data_ptr() && source.numel() > 0) {
+      int64_t extent = 1;
+      for (int64_t d = 0; d < source.dim(); ++d) extent += (source.size(d) - 1) * source.stride(d);
+      detail::release_mapped_pages(source.data_ptr(), static_cast<size_t>(extent) * source.element_size());
+    }
   };
   auto& W = impl_->w;
   for (auto* t : {&W.embed, &W.pos_embed, &W.unembed, &W.unembed_bias, &W.ln_final.weight, &W.ln_final.bias}) cast(*t);
@@ -443,7 +457,8 @@ std::shared_ptr<Transformer> Transformer::from_pretrained(const std::string& dir
   else type = at::kFloat;  // float16 checkpoints run in float32 on CPU
   std::map<std::string, at::Tensor> weights;
   for (const auto& k : dir.keys()) weights.emplace(k, dir.get(k));
-  auto model = std::make_shared<Transformer>(cfg, weights, type);
+  // The checkpoint's mappings are ours alone here, so copied weights may give their pages back.
+  std::shared_ptr<Transformer> model(new Transformer(cfg, weights, type, /*release_copied_sources=*/true));
   if (dir.has_tokenizer()) model->tokenizer_ = std::make_shared<Tokenizer>(dir.tokenizer());
   return model;
 }

@@ -107,6 +107,8 @@ class Transformer {
   struct Impl;
 
  private:
+  Transformer(ModelConfig config, const std::map<std::string, at::Tensor>& hf_weights, at::ScalarType dtype,
+              bool release_copied_sources);
   std::unique_ptr<Impl> impl_;
   std::shared_ptr<const Tokenizer> tokenizer_;
 };
