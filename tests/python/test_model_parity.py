@@ -260,3 +260,12 @@ def test_native_hooks_patch_ablate_steer(tmp_path):
     with pytest.raises(ValueError, match="position"):
         with model.hooks([("blocks.0.hook_resid_post", scalpel.ablate_hook(positions=[99]))]):
             model(clean)
+
+
+def test_fp32_checkpoint_loaded_as_bf16_equals_bf16_checkpoint(shared):
+    # The bf16 copy of TinyStories is the fp32 weights rounded: converting at load
+    # time (which gives the fp32 file's pages back) must give the same model.
+    as_bf16 = scalpel.load(str(shared / "models" / "tinystories-656k"), dtype=torch.bfloat16)
+    bf16 = scalpel.load(str(shared / "models" / "tinystories-656k-bf16"))
+    tokens = torch.tensor([[1] + bf16.tokenizer.encode("Once upon a time", add_special_tokens=False)])
+    assert torch.equal(as_bf16(tokens), bf16(tokens))
