@@ -489,14 +489,7 @@ class Lexer {
             size_t len;
             const char32_t cp = code_point_at(body, i - 1, &len);
             i = i - 1 + len;
-            char buf[16];
-            if (cp < 0x100)
-              std::snprintf(buf, sizeof buf, "\\x%02x", static_cast<unsigned>(cp));
-            else if (cp < 0x10000)
-              std::snprintf(buf, sizeof buf, "\\u%04x", static_cast<unsigned>(cp));
-            else
-              std::snprintf(buf, sizeof buf, "\\U%08x", static_cast<unsigned>(cp));
-            out += buf;
+            uni::append_python_escape(out, cp);
           } else {
             out.push_back('\\');
             out.push_back(e);

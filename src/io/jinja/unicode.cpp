@@ -4,6 +4,7 @@
 #include "io/unicode.hpp"
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdint>
 #include <iterator>
 
@@ -86,6 +87,17 @@ bool is_final_sigma(const std::u32string& s, size_t i) {
 
 // UTF-8 itself is shared with the tokenizer (io/unicode.hpp).
 void append(std::string& out, char32_t cp) { unicode::append_utf8(out, cp); }
+
+void append_python_escape(std::string& out, char32_t cp) {
+  char buf[16];
+  if (cp < 0x100)
+    std::snprintf(buf, sizeof buf, "\\x%02x", static_cast<unsigned>(cp));
+  else if (cp < 0x10000)
+    std::snprintf(buf, sizeof buf, "\\u%04x", static_cast<unsigned>(cp));
+  else
+    std::snprintf(buf, sizeof buf, "\\U%08x", static_cast<unsigned>(cp));
+  out += buf;
+}
 
 std::u32string decode(const std::string& s) {
   std::u32string out;

@@ -15,6 +15,8 @@ std::u32string decode(const std::string& s);
 /// Encodes code points as UTF-8.
 std::string encode(const std::u32string& s);
 void append(std::string& out, char32_t cp);
+/// Appends Python's escape of `cp`: \xNN, \uNNNN or \UNNNNNNNN.
+void append_python_escape(std::string& out, char32_t cp);
 /// Number of code points in valid UTF-8.
 size_t length(const std::string& s);
 /// Position of the first byte that is not well-formed UTF-8, or npos.

@@ -330,14 +330,7 @@ std::string repr_string(const std::string& s) {
     } else if (c == '\r') {
       out += "\\r";
     } else if (c < 0x20 || c == 0x7F || (c >= 0x80 && !uni::is_printable(c))) {
-      char buf[16];
-      if (c < 0x100)
-        std::snprintf(buf, sizeof buf, "\\x%02x", static_cast<unsigned>(c));
-      else if (c < 0x10000)
-        std::snprintf(buf, sizeof buf, "\\u%04x", static_cast<unsigned>(c));
-      else
-        std::snprintf(buf, sizeof buf, "\\U%08x", static_cast<unsigned>(c));
-      out += buf;
+      uni::append_python_escape(out, c);
     } else {
       uni::append(out, c);
     }
