@@ -37,7 +37,6 @@ struct ModelConfig {
   PositionKind positions = PositionKind::Rotary;
   double rope_theta = 10000.0;
   int64_t rotary_dim = 0;          // = d_head unless partial rotary
-  bool rope_interleaved = false;   // GPT-J / llama2.c style pairs (x0,x1) instead of halves
   std::optional<RopeScaling> rope_scaling;
 
   bool parallel_residual = false;  // GPT-NeoX: x + attn(ln1(x)) + mlp(ln2(x))
