@@ -95,21 +95,13 @@ class MetaspaceDecoder final : public Decoder {
 /// Replaces a literal or regex pattern inside every token.
 class ReplaceDecoder final : public Decoder {
  public:
-  ReplaceDecoder(std::string literal, std::unique_ptr<Regex> regex, std::string content)
-      : literal_(std::move(literal)), regex_(std::move(regex)), content_(std::move(content)) {}
+  ReplaceDecoder(ReplacePattern pattern, std::string content)
+      : pattern_(std::move(pattern)), content_(std::move(content)) {}
   void decode_chain(std::vector<std::string>& tokens) const override {
     std::vector<std::pair<std::size_t, std::size_t>> matches;
     for (auto& t : tokens) {
       matches.clear();
-      if (regex_) {
-        regex_->find_all(t, matches);
-      } else if (!literal_.empty()) {
-        std::size_t pos = 0;
-        while ((pos = t.find(literal_, pos)) != std::string::npos) {
-          matches.emplace_back(pos, pos + literal_.size());
-          pos += literal_.size();
-        }
-      }
+      pattern_.find_all(t, matches);
       if (matches.empty()) continue;
       std::string out;
       std::size_t prev = 0;
@@ -125,8 +117,7 @@ class ReplaceDecoder final : public Decoder {
   std::string describe() const override { return "Replace"; }
 
  private:
-  std::string literal_;
-  std::unique_ptr<Regex> regex_;
+  ReplacePattern pattern_;
   std::string content_;
 };
 
@@ -395,22 +386,8 @@ std::unique_ptr<Decoder> parse_decoder(const JsonField& j) {
     return std::make_unique<MetaspaceDecoder>(replacement, drop_in_first);
   }
   if (type == "Replace") {
-    const JsonField pattern = j.at("pattern");
-    const std::string content = j.at("content").str();
-    if (auto s = pattern.find("String")) {
-      // HF compiles the literal as an escaped regex; only the empty literal
-      // (which matches between characters) needs the regex engine here.
-      if (s->str().empty()) return std::make_unique<ReplaceDecoder>("", std::make_unique<Regex>(""), content);
-      return std::make_unique<ReplaceDecoder>(s->str(), nullptr, content);
-    }
-    if (auto r = pattern.find("Regex")) {
-      try {
-        return std::make_unique<ReplaceDecoder>("", std::make_unique<Regex>(r->str()), content);
-      } catch (const std::invalid_argument& e) {
-        throw FormatError(r->where() + ": expected a valid regex, got one that " + e.what());
-      }
-    }
-    pattern.fail("an object with \"String\" or \"Regex\"");
+    ReplacePattern pattern(j.at("pattern"));
+    return std::make_unique<ReplaceDecoder>(std::move(pattern), j.at("content").str());
   }
   if (type == "ByteFallback") return std::make_unique<ByteFallbackDecoder>();
   if (type == "Fuse") return std::make_unique<FuseDecoder>();

@@ -10,6 +10,35 @@
 
 namespace scalpel::tok {
 
+ReplacePattern::ReplacePattern(const JsonField& pattern) {
+  if (auto lit = pattern.find("String")) {
+    literal_ = lit->str();
+    if (literal_.empty()) regex_ = std::make_shared<const Regex>("");
+    return;
+  }
+  if (auto r = pattern.find("Regex")) {
+    try {
+      regex_ = std::make_shared<const Regex>(r->str());
+    } catch (const std::invalid_argument& e) {
+      throw FormatError(r->where() + ": expected a valid regex, got one that " + e.what());
+    }
+    return;
+  }
+  pattern.fail("an object with \"String\" or \"Regex\"");
+}
+
+void ReplacePattern::find_all(const std::string& text, std::vector<std::pair<std::size_t, std::size_t>>& out) const {
+  if (regex_) {
+    regex_->find_all(text, out);
+    return;
+  }
+  std::size_t pos = 0;
+  while ((pos = text.find(literal_, pos)) != std::string::npos) {
+    out.emplace_back(pos, pos + literal_.size());
+    pos += literal_.size();
+  }
+}
+
 namespace {
 
 /// Rewrites `text` character by character with `fn(cp, out)`, keeping
@@ -66,12 +95,12 @@ class PrependNormalizer final : public Normalizer {
 /// Replaces every match of a literal string or a regex with `content`.
 class ReplaceNormalizer final : public Normalizer {
  public:
-  ReplaceNormalizer(std::string literal, std::unique_ptr<Regex> regex, std::string content)
-      : literal_(std::move(literal)), regex_(std::move(regex)), content_(std::move(content)) {}
+  ReplaceNormalizer(ReplacePattern pattern, std::string content)
+      : pattern_(std::move(pattern)), content_(std::move(content)) {}
 
   void normalize(std::string& text, std::size_t& origin_bytes) const override {
     std::vector<std::pair<std::size_t, std::size_t>> matches;
-    find(text, matches);
+    pattern_.find_all(text, matches);
     if (matches.empty()) return;
     std::string out;
     out.reserve(text.size());
@@ -96,21 +125,7 @@ class ReplaceNormalizer final : public Normalizer {
   std::string describe() const override { return "Replace"; }
 
  private:
-  void find(const std::string& text, std::vector<std::pair<std::size_t, std::size_t>>& out) const {
-    if (regex_) {
-      regex_->find_all(text, out);
-      return;
-    }
-    if (literal_.empty()) return;  // unreachable: an empty literal is compiled as a regex
-    std::size_t pos = 0;
-    while ((pos = text.find(literal_, pos)) != std::string::npos) {
-      out.emplace_back(pos, pos + literal_.size());
-      pos += literal_.size();
-    }
-  }
-
-  std::string literal_;
-  std::unique_ptr<Regex> regex_;
+  ReplacePattern pattern_;
   std::string content_;
 };
 
@@ -234,22 +249,8 @@ std::unique_ptr<Normalizer> parse_normalizer(const JsonField& j) {
   }
   if (type == "Prepend") return std::make_unique<PrependNormalizer>(j.at("prepend").str());
   if (type == "Replace") {
-    const JsonField pattern = j.at("pattern");
-    const std::string content = j.at("content").str();
-    if (auto s = pattern.find("String")) {
-      // HF compiles the literal as an escaped regex; only the empty literal
-      // (which matches between characters) needs the regex engine here.
-      if (s->str().empty()) return std::make_unique<ReplaceNormalizer>("", std::make_unique<Regex>(""), content);
-      return std::make_unique<ReplaceNormalizer>(s->str(), nullptr, content);
-    }
-    if (auto r = pattern.find("Regex")) {
-      try {
-        return std::make_unique<ReplaceNormalizer>("", std::make_unique<Regex>(r->str()), content);
-      } catch (const std::invalid_argument& e) {
-        throw FormatError(r->where() + ": expected a valid regex, got one that " + e.what());
-      }
-    }
-    pattern.fail("an object with \"String\" or \"Regex\"");
+    ReplacePattern pattern(j.at("pattern"));
+    return std::make_unique<ReplaceNormalizer>(std::move(pattern), j.at("content").str());
   }
   if (type == "NFC") return make_nfc_normalizer();
   if (type == "NFD") return std::make_unique<UnicodeNormalizer>(unicode::NormalForm::NFD, "NFD");

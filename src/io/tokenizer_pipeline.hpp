@@ -41,6 +41,23 @@ inline std::size_t sub_origin(std::size_t origin_bytes, std::size_t start, std::
   return std::min(origin_bytes, end) - start;
 }
 
+class Regex;
+
+/// The `pattern` of a Replace normalizer or decoder: {"String": literal} or
+/// {"Regex": pattern}. HF compiles the literal as an escaped regex; only the
+/// empty literal (which matches between characters) needs the regex engine.
+class ReplacePattern {
+ public:
+  /// Throws FormatError for anything but the two forms above or a bad regex.
+  explicit ReplacePattern(const JsonField& pattern);
+  /// Appends the byte ranges of the successive non-overlapping matches.
+  void find_all(const std::string& text, std::vector<std::pair<std::size_t, std::size_t>>& out) const;
+
+ private:
+  std::string literal_;
+  std::shared_ptr<const Regex> regex_;
+};
+
 // ───────────────────────────── normalizers ─────────────────────────────────
 
 class Normalizer {
