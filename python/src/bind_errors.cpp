@@ -4,6 +4,13 @@
 
 namespace scalpel::python {
 
+std::shared_ptr<py::object> gil_safe(py::object obj) {
+  return std::shared_ptr<py::object>(new py::object(std::move(obj)), [](py::object* o) {
+    py::gil_scoped_acquire gil;
+    delete o;
+  });
+}
+
 std::string to_json(const py::handle& obj) {
   static py::object dumps = py::module_::import("json").attr("dumps");
   return dumps(obj, py::arg("ensure_ascii") = false).cast<std::string>();

@@ -18,7 +18,7 @@ void bind_log(py::module_& m) {
           return;
         }
         // Called from C++ threads that may not hold the GIL.
-        auto holder = std::make_shared<py::object>(std::move(cb));
+        auto holder = gil_safe(std::move(cb));
         scalpel::set_progress_callback([holder](const std::string& label, int64_t done, int64_t total) {
           py::gil_scoped_acquire gil;
           (*holder)(label, done, total);

@@ -19,10 +19,7 @@ struct NativeHook {
 // A Python callable as a HookFn: called with the GIL held, as fn(activation, hook).
 HookFn wrap_hook(py::object fn) {
   if (py::isinstance<NativeHook>(fn)) return fn.cast<const NativeHook&>().fn;
-  auto holder = std::shared_ptr<py::object>(new py::object(std::move(fn)), [](py::object* o) {
-    py::gil_scoped_acquire gil;
-    delete o;
-  });
+  auto holder = gil_safe(std::move(fn));
   return [holder](const at::Tensor& x, const HookPoint& point) -> at::Tensor {
     py::gil_scoped_acquire gil;
     py::object out = (*holder)(x, py::cast(&point, py::return_value_policy::reference));
@@ -32,10 +29,7 @@ HookFn wrap_hook(py::object fn) {
 }
 
 BackwardHookFn wrap_backward_hook(py::object fn) {
-  auto holder = std::shared_ptr<py::object>(new py::object(std::move(fn)), [](py::object* o) {
-    py::gil_scoped_acquire gil;
-    delete o;
-  });
+  auto holder = gil_safe(std::move(fn));
   return [holder](const at::Tensor& grad, const HookPoint& point) {
     py::gil_scoped_acquire gil;
     (*holder)(grad, py::cast(&point, py::return_value_policy::reference));

@@ -14,6 +14,10 @@ void bind_config(py::module_& m);
 void bind_tokenizer(py::module_& m);
 void bind_model(py::module_& m);
 
+/// Shares a Python object with C++ code that may copy or destroy it on a
+/// thread without the GIL (hooks, callbacks): the GIL is taken to release it.
+std::shared_ptr<py::object> gil_safe(py::object obj);
+
 /// json.dumps(obj) — lists of dicts and keyword arguments cross into C++ as JSON.
 std::string to_json(const py::handle& obj);
 }  // namespace scalpel::python
