@@ -56,6 +56,20 @@ void bind_trace(py::module_& m) {
       return (*holder)(logits).cast<at::Tensor>();
     };
   };
+  // One callable, or a list of callables (one per pair / prompt).
+  auto to_pair_metric = [to_metric](const py::object& obj) -> PairMetric {
+    if (PyCallable_Check(obj.ptr())) return PairMetric(to_metric(obj.cast<py::function>()));
+    if (!py::isinstance<py::sequence>(obj) || py::isinstance<py::str>(obj))
+      throw py::type_error("metric: expected a callable or a list of callables (one per pair), got " +
+                           std::string(py::str(py::type::handle_of(obj))));
+    std::vector<Metric> per_pair;
+    for (const auto& item : obj.cast<py::sequence>()) {
+      if (!PyCallable_Check(item.ptr()))
+        throw py::type_error("metric list: expected callables, got " + std::string(py::str(py::type::handle_of(py::object(item)))));
+      per_pair.push_back(to_metric(py::reinterpret_borrow<py::function>(item)));
+    }
+    return PairMetric(std::move(per_pair));
+  };
   auto options = [](const std::string& component, bool per_position, int64_t batch_size, std::vector<int64_t> layers,
                     bool last_position_only) {
     SweepOptions o;
@@ -66,46 +80,39 @@ void bind_trace(py::module_& m) {
     o.layers = std::move(layers);
     return o;
   };
-  m.def(
-      "patch_sweep",
-      [=](Transformer& model, const at::Tensor& source, const at::Tensor& target, py::function metric,
-          const std::string& component, bool per_position, int64_t batch_size, std::vector<int64_t> layers,
-          bool last_position_only) {
-        auto mt = to_metric(std::move(metric));
-        auto o = options(component, per_position, batch_size, std::move(layers), last_position_only);
-        py::gil_scoped_release release;
-        return patch_sweep(model, source, target, mt, o);
-      },
-      py::arg("model"), py::arg("source"), py::arg("target"), py::arg("metric"), py::arg("component") = "resid_pre",
-      py::arg("per_position") = true, py::arg("batch_size") = 32, py::arg("layers") = std::vector<int64_t>{},
-      py::arg("last_position_only") = false,
-      "Patch each layer (x head x position) of `component` from the source run into the target run; "
-      "metric(logits [variants, pos, vocab]) -> [variants]. Batched, starting at the patched layer.");
-  m.def(
-      "patch_sweep_naive",
-      [=](Transformer& model, const at::Tensor& source, const at::Tensor& target, py::function metric,
-          const std::string& component, bool per_position, std::vector<int64_t> layers) {
-        auto mt = to_metric(std::move(metric));
-        auto o = options(component, per_position, 1, std::move(layers), false);
-        py::gil_scoped_release release;
-        return patch_sweep_naive(model, source, target, mt, o);
-      },
-      py::arg("model"), py::arg("source"), py::arg("target"), py::arg("metric"), py::arg("component") = "resid_pre",
-      py::arg("per_position") = true, py::arg("layers") = std::vector<int64_t>{},
-      "patch_sweep with one full forward pass per patch (the reference).");
-  m.def(
-      "attribution_patch",
-      [=](Transformer& model, const at::Tensor& source, const at::Tensor& target, py::function metric,
-          const std::string& component, bool per_position, std::vector<int64_t> layers) {
-        auto mt = to_metric(std::move(metric));
-        auto o = options(component, per_position, 1, std::move(layers), false);
-        py::gil_scoped_release release;
-        return attribution_patch(model, source, target, mt, o);
-      },
-      py::arg("model"), py::arg("source"), py::arg("target"), py::arg("metric"), py::arg("component") = "z",
-      py::arg("per_position") = true, py::arg("layers") = std::vector<int64_t>{},
-      "First-order estimate of every patch of the sweep (attribution patching): one source forward, "
-      "one target forward + backward. Same layout as patch_sweep.");
+  // The three sweeps share one signature: (model, source, target, metric, options).
+  using SweepFn = SweepResult (*)(Transformer&, const at::Tensor&, const at::Tensor&, const Metric&, const SweepOptions&);
+  auto bind_sweep = [&](const char* name, SweepFn fn, const char* default_component, bool batched, const char* doc) {
+    auto call = [=](Transformer& model, const at::Tensor& source, const at::Tensor& target, py::function metric,
+                    const std::string& component, bool per_position, int64_t batch_size, std::vector<int64_t> layers,
+                    bool last_position_only) {
+      auto mt = to_metric(std::move(metric));
+      auto o = options(component, per_position, batched ? batch_size : 1, std::move(layers), batched && last_position_only);
+      py::gil_scoped_release release;
+      return fn(model, source, target, mt, o);
+    };
+    if (batched)
+      m.def(name, call, py::arg("model"), py::arg("source"), py::arg("target"), py::arg("metric"),
+            py::arg("component") = default_component, py::arg("per_position") = true, py::arg("batch_size") = 32,
+            py::arg("layers") = std::vector<int64_t>{}, py::arg("last_position_only") = false, doc);
+    else
+      m.def(
+          name,
+          [call](Transformer& model, const at::Tensor& source, const at::Tensor& target, py::function metric,
+                 const std::string& component, bool per_position, std::vector<int64_t> layers) {
+            return call(model, source, target, std::move(metric), component, per_position, 1, std::move(layers), false);
+          },
+          py::arg("model"), py::arg("source"), py::arg("target"), py::arg("metric"), py::arg("component") = default_component,
+          py::arg("per_position") = true, py::arg("layers") = std::vector<int64_t>{}, doc);
+  };
+  bind_sweep("patch_sweep", &patch_sweep, "resid_pre", true,
+             "Patch each layer (x head x position) of `component` from the source run into the target run; "
+             "metric(logits [variants, pos, vocab]) -> [variants]. Batched, starting at the patched layer.");
+  bind_sweep("patch_sweep_naive", &patch_sweep_naive, "resid_pre", false,
+             "patch_sweep with one full forward pass per patch (the reference).");
+  bind_sweep("attribution_patch", &attribution_patch, "z", false,
+             "First-order estimate of every patch of the sweep (attribution patching): one source forward, "
+             "one target forward + backward. Same layout as patch_sweep.");
   py::class_<CompletionPair>(m, "CompletionPair", "{prompt, harmful, neutral}")
       .def(py::init([](std::string p, std::string h, std::string n) { return CompletionPair{std::move(p), std::move(h), std::move(n)}; }),
            py::arg("prompt"), py::arg("harmful"), py::arg("neutral"))
@@ -147,9 +154,9 @@ void bind_trace(py::module_& m) {
   m.def(
       "patch_sets",
       [=](Transformer& model, const std::vector<at::Tensor>& sources, const std::vector<at::Tensor>& targets,
-          py::function metric, const std::string& component, const std::vector<std::vector<CircuitComponent>>& sets,
+          const py::object& metric, const std::string& component, const std::vector<std::vector<CircuitComponent>>& sets,
           int64_t batch_size) {
-        auto mt = to_metric(std::move(metric));
+        auto mt = to_pair_metric(metric);
         py::gil_scoped_release release;
         return patch_sets(model, sources, targets, mt, component, sets, batch_size);
       },
@@ -158,9 +165,9 @@ void bind_trace(py::module_& m) {
   m.def(
       "minimal_circuit",
       [=](Transformer& model, const std::vector<at::Tensor>& sources, const std::vector<at::Tensor>& targets,
-          py::function metric, const std::string& component, std::optional<double> threshold, double min_recovered,
+          const py::object& metric, const std::string& component, std::optional<double> threshold, double min_recovered,
           bool prune, int64_t batch_size) {
-        auto mt = to_metric(std::move(metric));
+        auto mt = to_pair_metric(metric);
         CircuitOptions o;
         o.component = component;
         if (threshold) o.threshold = *threshold;
@@ -175,6 +182,87 @@ void bind_trace(py::module_& m) {
       py::arg("batch_size") = 32,
       "Smallest set of components whose joint patching brings the mean metric under threshold "
       "(or recovers min_recovered of the gap): rank, grow in rank order, prune.");
+  m.def(
+      "ablate_sets",
+      [=](Transformer& model, const std::vector<at::Tensor>& prompts, const py::object& metric, const std::string& component,
+          const std::vector<std::vector<CircuitComponent>>& sets, const std::string& kind,
+          const std::vector<at::Tensor>& reference, bool per_position, int64_t samples, uint64_t seed, int64_t batch_size) {
+        auto mt = to_pair_metric(metric);
+        AblationOptions o;
+        o.kind = kind;
+        o.reference = reference;
+        o.per_position = per_position;
+        o.samples = samples;
+        o.seed = seed;
+        o.batch_size = batch_size;
+        py::gil_scoped_release release;
+        return ablate_sets(model, prompts, mt, component, sets, o);
+      },
+      py::arg("model"), py::arg("prompts"), py::arg("metric"), py::arg("component"), py::arg("sets"),
+      py::arg("kind") = "mean", py::arg("reference") = std::vector<at::Tensor>{}, py::arg("per_position") = false,
+      py::arg("samples") = 1, py::arg("seed") = 0, py::arg("batch_size") = 32,
+      "Mean metric over the prompts with each set of (layer, unit) components ablated: kind \"zero\", \"mean\" "
+      "(over the reference prompts; per position or over all positions) or \"resample\" (a random reference "
+      "prompt of the same length, averaged over `samples` draws): [sets]");
+  py::class_<CircuitValidation>(m, "CircuitValidation", "A circuit on held-out pairs and on unrelated text")
+      .def_readonly("pairs", &CircuitValidation::pairs)
+      .def_readonly("source_mean", &CircuitValidation::source_mean)
+      .def_readonly("target_mean", &CircuitValidation::target_mean)
+      .def_readonly("patched_mean", &CircuitValidation::patched_mean)
+      .def_readonly("recovered", &CircuitValidation::recovered)
+      .def_readonly("complement_recovered", &CircuitValidation::complement_recovered)
+      .def_readonly("random_recovered", &CircuitValidation::random_recovered)
+      .def_readonly("mean_patched_mean", &CircuitValidation::mean_patched_mean)
+      .def_readonly("mean_patched_recovered", &CircuitValidation::mean_patched_recovered)
+      .def_readonly("text_tokens", &CircuitValidation::text_tokens)
+      .def_readonly("kl", &CircuitValidation::kl)
+      .def_readonly("perplexity", &CircuitValidation::perplexity)
+      .def_readonly("edited_perplexity", &CircuitValidation::edited_perplexity)
+      .def_readonly("random_kl", &CircuitValidation::random_kl)
+      .def_readonly("random_edited_perplexity", &CircuitValidation::random_edited_perplexity)
+      .def("to_dict", [](const CircuitValidation& v) {
+        py::dict d;
+        d["pairs"] = v.pairs;
+        d["source_mean"] = v.source_mean;
+        d["target_mean"] = v.target_mean;
+        d["patched_mean"] = v.patched_mean;
+        d["recovered"] = v.recovered;
+        d["complement_recovered"] = v.complement_recovered;
+        d["random_recovered"] = v.random_recovered;
+        d["mean_patched_mean"] = v.mean_patched_mean;
+        d["mean_patched_recovered"] = v.mean_patched_recovered;
+        d["text_tokens"] = v.text_tokens;
+        d["kl"] = v.kl;
+        d["perplexity"] = v.perplexity;
+        d["edited_perplexity"] = v.edited_perplexity;
+        d["random_kl"] = v.random_kl;
+        d["random_edited_perplexity"] = v.random_edited_perplexity;
+        return d;
+      })
+      .def("__repr__", [](const CircuitValidation& v) {
+        return "CircuitValidation(" + std::to_string(v.pairs) + " pairs: recovered " + std::to_string(v.recovered) +
+               " (random sets " + std::to_string(v.random_recovered) + "), unrelated text KL " + std::to_string(v.kl) +
+               ", perplexity " + std::to_string(v.perplexity) + " -> " + std::to_string(v.edited_perplexity) + ")";
+      });
+  m.def(
+      "validate_circuit",
+      [=](Transformer& model, const std::vector<CircuitComponent>& circuit, const std::vector<at::Tensor>& sources,
+          const std::vector<at::Tensor>& targets, const py::object& metric, const std::vector<at::Tensor>& texts,
+          const std::string& component, int64_t random_sets, uint64_t seed, int64_t batch_size) {
+        auto mt = to_pair_metric(metric);
+        CircuitValidationOptions o;
+        o.component = component;
+        o.random_sets = random_sets;
+        o.seed = seed;
+        o.batch_size = batch_size;
+        py::gil_scoped_release release;
+        return validate_circuit(model, circuit, sources, targets, mt, texts, o);
+      },
+      py::arg("model"), py::arg("circuit"), py::arg("sources"), py::arg("targets"), py::arg("metric"),
+      py::arg("texts") = std::vector<at::Tensor>{}, py::arg("component") = "z", py::arg("random_sets") = 5,
+      py::arg("seed") = 0, py::arg("batch_size") = 32,
+      "The circuit on held-out pairs (patched, complement, random same-size sets, mean edit) and the mean edit's "
+      "KL and perplexity on unrelated text");
   m.def("component_hook_name", &component_hook_name, py::arg("component"), py::arg("layer"));
 }
 

@@ -554,21 +554,24 @@ at::Tensor key_mask_for(const at::Tensor& mask, int64_t offset, int64_t q_len) {
 }
 }  // namespace
 
+namespace {
+// Positions and key mask of a [b, q] run from its attention mask (undefined or
+// all ones: positions 0..q-1 and no mask).
+std::pair<at::Tensor, at::Tensor> positions_and_mask(const at::Tensor& attention_mask, int64_t b, int64_t q) {
+  if (attention_mask.defined() && (attention_mask.dim() != 2 || attention_mask.size(0) != b || attention_mask.size(1) != q))
+    throw ShapeError(detail::expected_got("attention_mask", "shape [" + std::to_string(b) + ", " + std::to_string(q) + "]",
+                                          "shape " + c10::str(attention_mask.sizes())));
+  if (!attention_mask.defined() || attention_mask.all().item<bool>())
+    return {at::arange(q, at::kLong).unsqueeze(0).expand({b, q}), at::Tensor()};
+  return {positions_from_mask(attention_mask, 0, q), key_mask_for(attention_mask, 0, q)};
+}
+}  // namespace
+
 at::Tensor Transformer::forward(const at::Tensor& tokens_in, const at::Tensor& attention_mask) {
   impl_->check_tokens(tokens_in);
   auto tokens = tokens_in.to(at::kLong);
-  const int64_t b = tokens.size(0), q = tokens.size(1);
-  if (!attention_mask.defined() || attention_mask.all().item<bool>()) {
-    if (attention_mask.defined() && attention_mask.sizes() != tokens.sizes())
-      throw ShapeError(detail::expected_got("attention_mask", "shape " + c10::str(tokens.sizes()),
-                                            "shape " + c10::str(attention_mask.sizes())));
-    auto positions = at::arange(q, tokens.options()).unsqueeze(0).expand({b, q});
-    return impl_->run(tokens, positions, {}, nullptr);
-  }
-  if (attention_mask.sizes() != tokens.sizes())
-    throw ShapeError(detail::expected_got("attention_mask", "shape " + c10::str(tokens.sizes()),
-                                          "shape " + c10::str(attention_mask.sizes())));
-  return impl_->run(tokens, positions_from_mask(attention_mask, 0, q), key_mask_for(attention_mask, 0, q), nullptr);
+  auto [positions, key_mask] = positions_and_mask(attention_mask, tokens.size(0), tokens.size(1));
+  return impl_->run(tokens, positions, key_mask, nullptr);
 }
 
 at::Tensor Transformer::forward_from(int64_t layer, const at::Tensor& resid_pre, const at::Tensor& attention_mask,
@@ -581,20 +584,9 @@ at::Tensor Transformer::forward_from(int64_t layer, const at::Tensor& resid_pre,
     throw ShapeError(detail::expected_got("forward_from resid_pre", "[batch, pos, " + std::to_string(cfg.d_model) + "]",
                                           resid_pre.defined() ? "shape " + c10::str(resid_pre.sizes()) : "undefined",
                                           "pass the value of blocks.{layer}.hook_resid_pre from run_with_cache"));
-  const int64_t b = resid_pre.size(0), q = resid_pre.size(1);
-  auto x = impl_->needs_input_grad(resid_pre.to(impl_->dtype));
-  if (!attention_mask.defined() || attention_mask.all().item<bool>()) {
-    if (attention_mask.defined() && (attention_mask.size(0) != b || attention_mask.size(1) != q))
-      throw ShapeError(detail::expected_got("attention_mask", "shape [" + std::to_string(b) + ", " + std::to_string(q) + "]",
-                                            "shape " + c10::str(attention_mask.sizes())));
-    auto positions = at::arange(q, resid_pre.options().dtype(at::kLong)).unsqueeze(0).expand({b, q});
-    return impl_->run_blocks(x, layer, positions, {}, nullptr, last_position_only);
-  }
-  if (attention_mask.dim() != 2 || attention_mask.size(0) != b || attention_mask.size(1) != q)
-    throw ShapeError(detail::expected_got("attention_mask", "shape [" + std::to_string(b) + ", " + std::to_string(q) + "]",
-                                          "shape " + c10::str(attention_mask.sizes())));
-  return impl_->run_blocks(x, layer, positions_from_mask(attention_mask, 0, q), key_mask_for(attention_mask, 0, q),
-                           nullptr, last_position_only);
+  auto [positions, key_mask] = positions_and_mask(attention_mask, resid_pre.size(0), resid_pre.size(1));
+  return impl_->run_blocks(impl_->needs_input_grad(resid_pre.to(impl_->dtype)), layer, positions, key_mask, nullptr,
+                           last_position_only);
 }
 
 at::Tensor Transformer::forward_from_suffix(int64_t layer, const at::Tensor& resid_pre_suffix,

@@ -8,14 +8,25 @@
 #include <cmath>
 #include <map>
 #include <numeric>
+#include <random>
 #include <set>
 
 #include "scalpel/errors.hpp"
 #include "scalpel/log.hpp"
 #include "scalpel/model/transformer.hpp"
+#include "scalpel/trace/metrics.hpp"
+#include "trace/patch_rows.hpp"
 #include "util/messages.hpp"
 
 namespace scalpel {
+void PairMetric::check(size_t pairs) const {
+  if (metrics_.empty() || (metrics_.size() != 1 && metrics_.size() != pairs))
+    throw InvalidArgument(detail::expected_got("metrics", "one metric, or one per pair (" + std::to_string(pairs) + ")",
+                                               std::to_string(metrics_.size()) + " metrics"));
+  for (const auto& m : metrics_)
+    if (!m) throw InvalidArgument(detail::expected_got("metric", "a callable", "an empty function"));
+}
+
 namespace {
 
 void check_pairs(const std::vector<at::Tensor>& sources, const std::vector<at::Tensor>& targets) {
@@ -33,32 +44,50 @@ void check_pairs(const std::vector<at::Tensor>& sources, const std::vector<at::T
 
 }  // namespace
 
-at::Tensor patch_sets(Transformer& model, const std::vector<at::Tensor>& sources, const std::vector<at::Tensor>& targets,
-                      const Metric& metric, const std::string& component,
-                      const std::vector<std::vector<CircuitComponent>>& sets, int64_t batch_size) {
-  check_pairs(sources, targets);
+namespace {
+
+// metric(logits [rows, pos, vocab], prompt, first set, rows) -> [rows]
+using RowMetric = std::function<at::Tensor(const at::Tensor&, size_t, int64_t, int64_t)>;
+// prompt -> layer -> the replacement activation without its batch dimension ([pos or 1, ...])
+using Replacements = std::function<std::map<int64_t, at::Tensor>(size_t)>;
+
+std::set<int64_t> check_sets(const Transformer& model, const std::string& component,
+                             const std::vector<std::vector<CircuitComponent>>& sets, int64_t batch_size) {
   if (batch_size <= 0) throw InvalidArgument(detail::expected_got("batch_size", "a positive number", std::to_string(batch_size)));
-  const int64_t n_layers = model.config().n_layers;
+  const int64_t n_layers = model.config().n_layers, units = detail::component_units(model.config(), component);
   std::set<int64_t> layers;
   for (const auto& s : sets)
     for (const auto& [l, u] : s) {
       if (l < 0 || l >= n_layers)
         throw InvalidArgument(detail::expected_got("circuit component layer", "in [0, " + std::to_string(n_layers) + ")",
                                                    std::to_string(l)));
+      if (units ? (u < 0 || u >= units) : u != -1)
+        throw InvalidArgument(detail::expected_got(
+            "circuit component (" + std::to_string(l) + ", " + std::to_string(u) + ") of \"" + component + "\"",
+            units ? "a unit in [0, " + std::to_string(units) + ")" : "unit -1 (a whole-layer component)", std::to_string(u)));
       layers.insert(l);
     }
+  return layers;
+}
+
+// The metric for every (prompt, set) with the set's components replaced; each
+// set is a batch row, starting at the earliest replaced layer: [prompts, sets].
+at::Tensor replace_sets(Transformer& model, const std::vector<at::Tensor>& prompts, const RowMetric& metric,
+                        const std::string& component, const std::vector<std::vector<CircuitComponent>>& sets,
+                        int64_t batch_size, const Replacements& replacements, const std::string& label) {
+  check_sets(model, component, sets, batch_size);
   at::NoGradGuard no_grad;
+  const int64_t n_layers = model.config().n_layers;
   const auto n = static_cast<int64_t>(sets.size());
-  auto total = torch::zeros({n});
-  std::vector<std::string> names, resid;
-  for (auto l : layers) names.push_back(component_hook_name(component, l));
-  for (int64_t l = 0; l < n_layers; ++l) resid.push_back("blocks." + std::to_string(l) + ".hook_resid_pre");
-  for (size_t i = 0; i < sources.size(); ++i) {
-    auto source_cache = model.run_with_cache(sources[i], names).second;
-    auto target_cache = model.run_with_cache(targets[i], resid).second;
+  auto out = torch::zeros({static_cast<int64_t>(prompts.size()), n});
+  const auto resid = detail::resid_pre_names(n_layers);
+  Progress progress(label, static_cast<int64_t>(prompts.size()) * n);
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    auto target_cache = model.run_with_cache(prompts[i], resid).second;
+    const auto repl = replacements(i);
     for (int64_t start = 0; start < n; start += batch_size) {
       const int64_t rows = std::min(batch_size, n - start);
-      int64_t first = n_layers;  // the earliest layer any row patches: start there
+      int64_t first = n_layers;  // the earliest layer any row replaces: start there
       std::map<int64_t, std::vector<std::vector<int64_t>>> units;  // layer -> per row -> units
       for (int64_t r = 0; r < rows; ++r)
         for (const auto& [l, u] : sets[static_cast<size_t>(start + r)]) {
@@ -68,40 +97,263 @@ at::Tensor patch_sets(Transformer& model, const std::vector<at::Tensor>& sources
           first = std::min(first, l);
         }
       std::vector<std::pair<std::string, HookFn>> hooks;
-      for (auto& [l, per_row] : units) {
-        const at::Tensor src = source_cache.at(component_hook_name(component, l)).select(0, 0);
-        hooks.emplace_back(component_hook_name(component, l), [src, per_row](const at::Tensor& x, const HookPoint&) {
-          at::Tensor y = x;
+      for (auto& [l, per_row] : units)
+        hooks.emplace_back(component_hook_name(component, l), [src = repl.at(l), per_row](const at::Tensor& x, const HookPoint&) {
           for (size_t r = 0; r < per_row.size(); ++r)
-            for (auto u : per_row[r]) {
-              if (u < 0) y.select(0, static_cast<int64_t>(r)).copy_(src);
-              else y.select(0, static_cast<int64_t>(r)).select(1, u).copy_(src.select(1, u));
-            }
-          return y;
+            for (auto u : per_row[r]) detail::patch_row(x.select(0, static_cast<int64_t>(r)), src, {u, -1});
+          return x;
         });
-      }
       auto handle = model.add_hooks(hooks);
       at::Tensor logits;
       if (first < n_layers) {
         auto x = target_cache.at(resid[static_cast<size_t>(first)]).expand({rows, -1, -1}).contiguous();
         logits = model.forward_from(first, x);
       } else {
-        logits = model.forward(targets[i].expand({rows, -1}).contiguous());
+        logits = model.forward(prompts[i].expand({rows, -1}).contiguous());
       }
-      auto s = metric(logits);
-      if (!s.defined() || s.numel() != rows)
-        throw ShapeError(detail::expected_got("metric result", "one score per row (" + std::to_string(rows) + ")",
-                                              s.defined() ? "shape " + c10::str(s.sizes()) : "undefined"));
-      total.narrow(0, start, rows).add_(s.reshape({rows}).to(at::kFloat));
+      out[static_cast<int64_t>(i)].narrow(0, start, rows).copy_(metric(logits, i, start, rows));
+      progress.update(rows);
     }
   }
-  return total / static_cast<double>(sources.size());
+  progress.finish();
+  return out;
+}
+
+RowMetric rows_of(const PairMetric& metric) {
+  return [&metric](const at::Tensor& logits, size_t i, int64_t, int64_t rows) {
+    return detail::score_rows(metric[i], logits, rows);
+  };
+}
+
+std::vector<std::string> hook_names_of(const std::string& component, const std::set<int64_t>& layers) {
+  std::vector<std::string> names;
+  for (auto l : layers) names.push_back(component_hook_name(component, l));
+  return names;
+}
+
+std::set<int64_t> layers_of(const std::vector<std::vector<CircuitComponent>>& sets) {
+  std::set<int64_t> layers;
+  for (const auto& s : sets)
+    for (const auto& c : s) layers.insert(c.first);
+  return layers;
+}
+
+// Each prompt's own activations at the layers (from the source runs).
+Replacements own_runs(Transformer& model, const std::vector<at::Tensor>& prompts, const std::string& component,
+                      const std::set<int64_t>& layers) {
+  return [&model, &prompts, component, layers](size_t i) {
+    at::NoGradGuard no_grad;
+    auto cache = model.run_with_cache(prompts[i], hook_names_of(component, layers)).second;
+    std::map<int64_t, at::Tensor> r;
+    for (auto l : layers) r[l] = cache.at(component_hook_name(component, l)).select(0, 0);
+    return r;
+  };
+}
+
+// The mean activation over `prompts` at each layer: [1, ...] (over all
+// positions) or [pos, ...] (per position; all prompts of one length).
+std::map<int64_t, at::Tensor> mean_activations(Transformer& model, const std::vector<at::Tensor>& prompts,
+                                               const std::string& component, const std::set<int64_t>& layers,
+                                               bool per_position) {
+  at::NoGradGuard no_grad;
+  std::map<int64_t, at::Tensor> sum;
+  int64_t count = 0;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    if (per_position && prompts[i].size(1) != prompts[0].size(1))
+      throw ShapeError(detail::expected_got("per-position mean ablation", "reference prompts of one token length",
+                                            std::to_string(prompts[0].size(1)) + " and " + std::to_string(prompts[i].size(1)) +
+                                                " tokens (prompt " + std::to_string(i) + ")",
+                                            "use per_position=False for one mean over all positions"));
+    auto cache = model.run_with_cache(prompts[i], hook_names_of(component, layers)).second;
+    for (auto l : layers) {
+      auto a = cache.at(component_hook_name(component, l)).select(0, 0).to(at::kFloat);
+      a = per_position ? a : a.sum(0, /*keepdim=*/true);
+      sum[l] = sum.count(l) ? sum[l] + a : a;
+    }
+    count += per_position ? 1 : prompts[i].size(1);
+  }
+  for (auto& [l, t] : sum) t = (t / static_cast<double>(count)).to(model.dtype());
+  return sum;
+}
+
+void check_prompts(const std::vector<at::Tensor>& prompts, const std::string& what) {
+  if (prompts.empty()) throw InvalidArgument(detail::expected_got(what, "at least one [1, pos] prompt", "none"));
+  for (size_t i = 0; i < prompts.size(); ++i)
+    if (!prompts[i].defined() || prompts[i].dim() != 2 || prompts[i].size(0) != 1 || prompts[i].size(1) < 1)
+      throw ShapeError(detail::expected_got(what + " " + std::to_string(i), "a [1, pos] token tensor",
+                                            prompts[i].defined() ? "shape " + c10::str(prompts[i].sizes()) : "undefined"));
+}
+
+}  // namespace
+
+at::Tensor patch_sets(Transformer& model, const std::vector<at::Tensor>& sources, const std::vector<at::Tensor>& targets,
+                      const PairMetric& metric, const std::string& component,
+                      const std::vector<std::vector<CircuitComponent>>& sets, int64_t batch_size) {
+  check_pairs(sources, targets);
+  metric.check(sources.size());
+  return replace_sets(model, targets, rows_of(metric), component, sets, batch_size,
+                      own_runs(model, sources, component, layers_of(sets)), "patching sets of " + component)
+      .mean(0);
+}
+
+at::Tensor ablate_sets(Transformer& model, const std::vector<at::Tensor>& prompts, const PairMetric& metric,
+                       const std::string& component, const std::vector<std::vector<CircuitComponent>>& sets,
+                       const AblationOptions& o) {
+  check_prompts(prompts, "ablation prompt");
+  metric.check(prompts.size());
+  const auto& reference = o.reference.empty() ? prompts : o.reference;
+  if (!o.reference.empty()) check_prompts(o.reference, "ablation reference prompt");
+  check_sets(model, component, sets, o.batch_size);
+  const auto layers = layers_of(sets);
+  const std::string label = o.kind + "-ablating sets of " + component;
+  if (o.kind == "zero" || o.kind == "mean") {
+    std::map<int64_t, at::Tensor> values;
+    if (o.kind == "mean") {
+      if (o.per_position)
+        for (size_t i = 0; i < prompts.size(); ++i)
+          if (prompts[i].size(1) != reference[0].size(1))
+            throw ShapeError(detail::expected_got("per-position mean ablation", "prompts as long as the reference prompts (" +
+                                                                                    std::to_string(reference[0].size(1)) + " tokens)",
+                                                  std::to_string(prompts[i].size(1)) + " tokens (prompt " + std::to_string(i) + ")",
+                                                  "use per_position=False for one mean over all positions"));
+      values = mean_activations(model, reference, component, layers, o.per_position);
+    } else {
+      values = mean_activations(model, {reference[0]}, component, layers, false);
+      for (auto& [l, t] : values) t = at::zeros_like(t);
+    }
+    return replace_sets(model, prompts, rows_of(metric), component, sets, o.batch_size,
+                        [&values](size_t) { return values; }, label)
+        .mean(0);
+  }
+  if (o.kind != "resample")
+    throw InvalidArgument(detail::expected_got("ablation kind", "\"zero\", \"mean\" or \"resample\"", "\"" + o.kind + "\""));
+  if (o.samples <= 0) throw InvalidArgument(detail::expected_got("ablation samples", "a positive number", std::to_string(o.samples)));
+  // Candidates of each prompt's length (never the prompt itself when resampling from the prompts).
+  std::vector<std::vector<size_t>> candidates(prompts.size());
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    for (size_t j = 0; j < reference.size(); ++j)
+      if (reference[j].size(1) == prompts[i].size(1) && !(o.reference.empty() && j == i)) candidates[i].push_back(j);
+    if (candidates[i].empty())
+      throw ShapeError(detail::expected_got("resample ablation of prompt " + std::to_string(i),
+                                            "a reference prompt of its length (" + std::to_string(prompts[i].size(1)) + " tokens)",
+                                            "none", "give reference prompts of that length, or use kind=\"mean\""));
+  }
+  std::mt19937_64 rng(o.seed);
+  std::map<size_t, std::map<int64_t, at::Tensor>> cached;
+  auto own = own_runs(model, reference, component, layers);
+  at::Tensor total;
+  for (int64_t s = 0; s < o.samples; ++s) {
+    std::vector<size_t> draw(prompts.size());
+    for (size_t i = 0; i < prompts.size(); ++i)
+      draw[i] = candidates[i][std::uniform_int_distribution<size_t>(0, candidates[i].size() - 1)(rng)];
+    auto m = replace_sets(model, prompts, rows_of(metric), component, sets, o.batch_size,
+                          [&](size_t i) {
+                            auto j = draw[i];
+                            if (!cached.count(j)) cached[j] = own(j);
+                            return cached[j];
+                          },
+                          label)
+                 .mean(0);
+    total = total.defined() ? total + m : m;
+  }
+  return total / static_cast<double>(o.samples);
+}
+
+CircuitValidation validate_circuit(Transformer& model, const std::vector<CircuitComponent>& circuit,
+                                   const std::vector<at::Tensor>& sources, const std::vector<at::Tensor>& targets,
+                                   const PairMetric& metric, const std::vector<at::Tensor>& texts,
+                                   const CircuitValidationOptions& o) {
+  check_pairs(sources, targets);
+  metric.check(sources.size());
+  if (circuit.empty()) throw InvalidArgument(detail::expected_got("validate_circuit circuit", "at least one component", "none"));
+  check_sets(model, o.component, {circuit}, o.batch_size);
+  for (size_t i = 0; i < texts.size(); ++i)
+    if (!texts[i].defined() || texts[i].dim() != 2 || texts[i].size(0) != 1 || texts[i].size(1) < 2)
+      throw ShapeError(detail::expected_got("validate_circuit text " + std::to_string(i), "a [1, pos] token tensor of at least 2 tokens",
+                                            texts[i].defined() ? "shape " + c10::str(texts[i].sizes()) : "undefined"));
+  CircuitValidation v;
+  v.pairs = static_cast<int64_t>(sources.size());
+  // Every component of the kind; the complement; random sets of the circuit's size.
+  const int64_t n_layers = model.config().n_layers, units = detail::component_units(model.config(), o.component);
+  std::set<CircuitComponent> members(circuit.begin(), circuit.end());
+  std::vector<CircuitComponent> all, others;
+  for (int64_t l = 0; l < n_layers; ++l)
+    for (int64_t u = 0; u < std::max<int64_t>(units, 1); ++u) all.emplace_back(l, units ? u : -1);
+  for (const auto& c : all)
+    if (!members.count(c)) others.push_back(c);
+  const auto& pool = others.size() >= circuit.size() ? others : all;
+  std::mt19937_64 rng(o.seed);
+  std::vector<std::vector<CircuitComponent>> randoms;
+  for (int64_t k = 0; k < o.random_sets; ++k) {
+    auto p = pool;
+    std::shuffle(p.begin(), p.end(), rng);
+    randoms.emplace_back(p.begin(), p.begin() + static_cast<std::ptrdiff_t>(circuit.size()));
+  }
+  // Held-out pairs: rows {none, circuit, complement, randoms...} patched from the sources.
+  std::vector<std::vector<CircuitComponent>> sets = {{}, circuit, others};
+  sets.insert(sets.end(), randoms.begin(), randoms.end());
+  auto m = patch_sets(model, sources, targets, metric, o.component, sets, o.batch_size);
+  {
+    at::NoGradGuard no_grad;
+    for (size_t i = 0; i < sources.size(); ++i)
+      v.source_mean += detail::score_rows(metric[i], model.forward(sources[i]), 1).item<double>();
+  }
+  v.source_mean /= static_cast<double>(sources.size());
+  v.target_mean = m[0].item<double>();
+  auto recovered = [&](double x) { return v.source_mean == v.target_mean ? 0.0 : (x - v.target_mean) / (v.source_mean - v.target_mean); };
+  v.patched_mean = m[1].item<double>();
+  v.recovered = recovered(v.patched_mean);
+  v.complement_recovered = recovered(m[2].item<double>());
+  for (int64_t k = 0; k < o.random_sets; ++k) v.random_recovered += recovered(m[3 + k].item<double>()) / static_cast<double>(o.random_sets);
+  // The deployable edit: each set replaced by its mean over the source runs.
+  std::vector<std::vector<CircuitComponent>> edits = {circuit};
+  edits.insert(edits.end(), randoms.begin(), randoms.end());
+  const auto means = mean_activations(model, sources, o.component, layers_of(edits), false);
+  const Replacements constant = [&means](size_t) { return means; };
+  auto e = replace_sets(model, targets, rows_of(metric), o.component, {circuit}, o.batch_size, constant,
+                        "validating circuit (mean edit)");
+  v.mean_patched_mean = e.mean().item<double>();
+  v.mean_patched_recovered = recovered(v.mean_patched_mean);
+  if (texts.empty()) return v;
+  // Unrelated text: KL to the unedited run and perplexity, per predicted token.
+  std::vector<at::Tensor> base_logp;
+  double base_nll = 0.0;
+  {
+    at::NoGradGuard no_grad;
+    for (const auto& t : texts) {
+      auto logits = model.forward(t).to(at::kFloat);
+      base_logp.push_back(at::log_softmax(logits.narrow(1, 0, t.size(1) - 1), -1));
+      base_nll -= token_logprobs(logits, t).sum().item<double>();
+      v.text_tokens += t.size(1) - 1;
+    }
+  }
+  auto nll = torch::zeros({static_cast<int64_t>(texts.size()), static_cast<int64_t>(edits.size())});
+  RowMetric kl_metric = [&](const at::Tensor& logits, size_t i, int64_t first, int64_t rows) {
+    const auto& t = texts[i];
+    nll[static_cast<int64_t>(i)].narrow(0, first, rows).copy_(-token_logprobs(logits, t.expand({rows, -1})).sum(1));
+    auto lp = at::log_softmax(logits.to(at::kFloat).narrow(1, 0, t.size(1) - 1), -1);
+    const auto& ref = base_logp[i];
+    return (ref.exp() * (ref - lp)).sum(-1).sum(-1);  // [rows]
+  };
+  auto kl = replace_sets(model, texts, kl_metric, o.component, edits, o.batch_size, constant,
+                         "validating circuit (unrelated text)")
+                .sum(0) / static_cast<double>(v.text_tokens);
+  auto ppl = (nll.sum(0) / static_cast<double>(v.text_tokens)).exp();
+  v.perplexity = std::exp(base_nll / static_cast<double>(v.text_tokens));
+  v.kl = kl[0].item<double>();
+  v.edited_perplexity = ppl[0].item<double>();
+  if (o.random_sets > 0) {
+    v.random_kl = kl.narrow(0, 1, o.random_sets).mean().item<double>();
+    v.random_edited_perplexity = ppl.narrow(0, 1, o.random_sets).mean().item<double>();
+  }
+  return v;
 }
 
 CircuitResult minimal_circuit(Transformer& model, const std::vector<at::Tensor>& sources,
-                              const std::vector<at::Tensor>& targets, const Metric& metric,
+                              const std::vector<at::Tensor>& targets, const PairMetric& metric,
                               const CircuitOptions& o) {
   check_pairs(sources, targets);
+  metric.check(sources.size());
   CircuitResult res;
   // 1. Rank: each component's mean effect toward the source over the pairs.
   SweepOptions so;
@@ -111,7 +363,7 @@ CircuitResult minimal_circuit(Transformer& model, const std::vector<at::Tensor>&
   at::Tensor effect;
   std::vector<int64_t> dims;
   for (size_t i = 0; i < sources.size(); ++i) {
-    auto r = patch_sweep(model, sources[i], targets[i], metric, so);
+    auto r = patch_sweep(model, sources[i], targets[i], metric[i], so);
     const double sign = r.source_score >= r.target_score ? 1.0 : -1.0;
     auto e = (r.scores - r.target_score) * sign;
     effect = effect.defined() ? effect + e : e;

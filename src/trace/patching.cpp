@@ -10,6 +10,7 @@
 #include "scalpel/log.hpp"
 #include "scalpel/model/config.hpp"
 #include "scalpel/model/transformer.hpp"
+#include "trace/patch_rows.hpp"
 #include "util/messages.hpp"
 
 namespace scalpel {
@@ -43,10 +44,8 @@ const ComponentInfo& component_info(const std::string& name) {
   return it->second;
 }
 
-struct Variant {
-  int64_t unit;  // head / neuron, or -1
-  int64_t pos;   // position, or -1 (all)
-};
+using detail::Variant;
+using detail::score_rows;
 
 // The plan of a sweep: layers, units, positions, and the shape of the result.
 struct Plan {
@@ -107,31 +106,34 @@ Plan make_plan(Transformer& model, const at::Tensor& source, const at::Tensor& t
 
 // Copies, for each row r of x, the source activation at variant v[r] into x[r].
 // `offset`: x holds positions offset.. only (a suffix run).
-void patch_rows(at::Tensor& x, const at::Tensor& src, const Variant* v, int64_t rows, int64_t offset = 0) {
-  for (int64_t r = 0; r < rows; ++r) {
-    auto dst = x.select(0, r);
-    auto s = src.select(0, 0);
-    int64_t unit_dim = 1;
-    if (v[r].pos >= 0) {
-      dst = dst.select(0, v[r].pos - offset);
-      s = s.select(0, v[r].pos);
-      unit_dim = 0;
-    }
-    if (v[r].unit >= 0) {
-      dst = dst.select(unit_dim, v[r].unit);
-      s = s.select(unit_dim, v[r].unit);
-    }
-    dst.copy_(s);
-  }
+void patch_rows(const at::Tensor& x, const at::Tensor& src, const Variant* v, int64_t rows, int64_t offset = 0) {
+  for (int64_t r = 0; r < rows; ++r) detail::patch_row(x.select(0, r), src.select(0, 0), v[r], offset);
 }
 
-at::Tensor score_rows(const Metric& metric, const at::Tensor& logits, int64_t rows) {
-  auto s = metric(logits);
-  if (!s.defined() || s.numel() != rows)
-    throw ShapeError(detail::expected_got("metric result", "one score per variant (" + std::to_string(rows) + ")",
-                                          s.defined() ? "shape " + c10::str(s.sizes()) : "undefined",
-                                          "a metric maps logits [variants, pos, vocab] to [variants]"));
-  return s.reshape({rows}).to(at::kFloat);
+// What every sweep starts from: the plan, the swept hook names, and the
+// cached source and target runs with their scores.
+struct Start {
+  Plan plan;
+  std::vector<std::string> names;
+  std::map<std::string, at::Tensor> source_cache, target_cache;
+  double source_score = 0.0, target_score = 0.0;
+};
+
+// `target_names`: what to cache of the target run (nullptr: do not run it).
+Start start_sweep(Transformer& model, const at::Tensor& source, const at::Tensor& target, const Metric& metric,
+                  const SweepOptions& o, const std::vector<std::string>* target_names) {
+  at::NoGradGuard no_grad;
+  Start st{make_plan(model, source, target, o), {}, {}, {}, 0.0, 0.0};
+  for (auto l : st.plan.layers) st.names.push_back(component_hook_name(st.plan.component, l));
+  auto [source_logits, source_cache] = model.run_with_cache(source, st.names);
+  st.source_cache = std::move(source_cache);
+  st.source_score = score_rows(metric, source_logits, 1).item<double>();
+  if (target_names) {
+    auto [target_logits, target_cache] = model.run_with_cache(target, *target_names);
+    st.target_cache = std::move(target_cache);
+    st.target_score = score_rows(metric, target_logits, 1).item<double>();
+  }
+  return st;
 }
 
 SweepResult finish(const Plan& p, std::vector<at::Tensor>& per_layer, double source_score, double target_score) {
@@ -149,19 +151,15 @@ template <typename RunBatch>
 SweepResult sweep(Transformer& model, const at::Tensor& source, const at::Tensor& target, const Metric& metric,
                   const SweepOptions& o, const std::vector<std::string>& extra_target_cache, RunBatch run_batch) {
   at::NoGradGuard no_grad;
-  const Plan p = make_plan(model, source, target, o);
-  std::vector<std::string> names;
-  for (auto l : p.layers) names.push_back(component_hook_name(p.component, l));
-  auto [source_logits, source_cache] = model.run_with_cache(source, names);
-  auto [target_logits, target_cache] = model.run_with_cache(target, extra_target_cache);
-  const double source_score = score_rows(metric, source_logits, 1).item<double>();
-  const double target_score = score_rows(metric, target_logits, 1).item<double>();
+  Start st = start_sweep(model, source, target, metric, o, &extra_target_cache);
+  const Plan& p = st.plan;
+  const auto& names = st.names;
   const auto n_variants = static_cast<int64_t>(p.variants.size());
   Progress progress("patching " + p.component, n_variants * static_cast<int64_t>(p.layers.size()));
   std::vector<at::Tensor> per_layer;
   for (size_t li = 0; li < p.layers.size(); ++li) {
     const int64_t l = p.layers[li];
-    const at::Tensor& src = source_cache.at(names[li]);
+    const at::Tensor& src = st.source_cache.at(names[li]);
     std::vector<at::Tensor> scores;
     for (int64_t start = 0; start < n_variants; start += o.batch_size) {
       const int64_t rows = std::min(o.batch_size, n_variants - start);
@@ -171,16 +169,25 @@ SweepResult sweep(Transformer& model, const at::Tensor& source, const at::Tensor
         patch_rows(y, src, v, rows);
         return y;
       };
-      scores.push_back(run_batch(l, names[li], patch, rows, target_cache, metric));
+      scores.push_back(run_batch(l, names[li], patch, rows, st.target_cache, metric));
       progress.update(rows);
     }
     per_layer.push_back(at::cat(scores));
   }
   progress.finish();
-  return finish(p, per_layer, source_score, target_score);
+  return finish(p, per_layer, st.source_score, st.target_score);
 }
 
 }  // namespace
+
+int64_t detail::component_units(const ModelConfig& cfg, const std::string& component) {
+  switch (component_info(component).unit) {
+    case 'h': return cfg.n_heads;
+    case 'k': return cfg.n_kv_heads;
+    case 'n': return cfg.d_mlp;
+    default: return 0;
+  }
+}
 
 std::string component_hook_name(const std::string& component, int64_t layer) {
   return "blocks." + std::to_string(layer) + "." + component_info(component).hook;
@@ -195,19 +202,17 @@ namespace {
 SweepResult suffix_sweep(Transformer& model, const at::Tensor& source, const at::Tensor& target, const Metric& metric,
                          const SweepOptions& o) {
   at::NoGradGuard no_grad;
-  const Plan p = make_plan(model, source, target, o);
   const auto& cfg = model.config();
-  std::vector<std::string> names, target_names;
-  for (auto l : p.layers) names.push_back(component_hook_name(p.component, l));
   const std::string k_hook = cfg.positions == PositionKind::Rotary ? "attn.hook_rot_k" : "attn.hook_k";
+  std::vector<std::string> target_names;
   for (int64_t l = 0; l < cfg.n_layers; ++l) {
     const std::string b = "blocks." + std::to_string(l) + ".";
     for (const auto& h : {std::string("hook_resid_pre"), k_hook, std::string("attn.hook_v")}) target_names.push_back(b + h);
   }
-  auto [source_logits, source_cache] = model.run_with_cache(source, names);
-  auto [target_logits, target_cache] = model.run_with_cache(target, target_names);
-  const double source_score = score_rows(metric, source_logits, 1).item<double>();
-  const double target_score = score_rows(metric, target_logits, 1).item<double>();
+  Start st = start_sweep(model, source, target, metric, o, &target_names);
+  const Plan& p = st.plan;
+  const auto& names = st.names;
+  const auto& target_cache = st.target_cache;
   // keys / values heads-first: [1, kv_heads, pos, d_head]
   std::vector<at::Tensor> keys, values;
   for (int64_t l = 0; l < cfg.n_layers; ++l) {
@@ -219,7 +224,7 @@ SweepResult suffix_sweep(Transformer& model, const at::Tensor& source, const at:
   std::vector<at::Tensor> per_layer;
   for (size_t li = 0; li < p.layers.size(); ++li) {
     const int64_t l = p.layers[li];
-    const at::Tensor& src = source_cache.at(names[li]);
+    const at::Tensor& src = st.source_cache.at(names[li]);
     auto scores = at::empty({p.units, p.positions}, at::kFloat);
     for (int64_t pos = 0; pos < p.positions; ++pos) {
       std::vector<at::Tensor> past_k, past_v;
@@ -246,7 +251,7 @@ SweepResult suffix_sweep(Transformer& model, const at::Tensor& source, const at:
     per_layer.push_back(scores);
   }
   progress.finish();
-  return finish(p, per_layer, source_score, target_score);
+  return finish(p, per_layer, st.source_score, st.target_score);
 }
 
 }  // namespace
@@ -256,9 +261,7 @@ SweepResult patch_sweep(Transformer& model, const at::Tensor& source, const at::
   if (options.last_position_only && options.per_position && component_info(options.component).unit != 0 &&
       component_info(options.component).unit != 'n')
     return suffix_sweep(model, source, target, metric, options);
-  std::vector<std::string> resid;
-  for (int64_t l = 0; l < model.config().n_layers; ++l) resid.push_back("blocks." + std::to_string(l) + ".hook_resid_pre");
-  return sweep(model, source, target, metric, options, resid,
+  return sweep(model, source, target, metric, options, detail::resid_pre_names(model.config().n_layers),
                [&model, last = options.last_position_only](int64_t l, const std::string& hook, const HookFn& patch,
                                                              int64_t rows, const std::map<std::string, at::Tensor>& target_cache,
                                                              const Metric& m) {
@@ -283,17 +286,9 @@ SweepResult patch_sweep_naive(Transformer& model, const at::Tensor& source, cons
 
 SweepResult attribution_patch(Transformer& model, const at::Tensor& source, const at::Tensor& target,
                               const Metric& metric, const SweepOptions& options) {
-  const Plan p = make_plan(model, source, target, options);
-  std::vector<std::string> names;
-  for (auto l : p.layers) names.push_back(component_hook_name(p.component, l));
-  std::map<std::string, at::Tensor> source_cache;
-  double source_score = 0.0;
-  {
-    at::NoGradGuard no_grad;
-    auto [logits, cache] = model.run_with_cache(source, names);
-    source_cache = std::move(cache);
-    source_score = score_rows(metric, logits, 1).item<double>();
-  }
+  Start st = start_sweep(model, source, target, metric, options, nullptr);
+  const Plan& p = st.plan;
+  const auto& names = st.names;
   // The target run with gradients: forward hooks keep each activation, backward hooks its gradient.
   std::map<std::string, at::Tensor> acts, grads;
   std::vector<std::pair<std::string, HookFn>> keep;
@@ -320,7 +315,7 @@ SweepResult attribution_patch(Transformer& model, const at::Tensor& source, cons
       throw InvalidArgument(detail::expected_got("attribution_patch metric", "a differentiable function of the logits",
                                                  "no gradient reached " + n));
     // [1, pos, (unit,) features...] -> contribution per (unit, pos)
-    auto contrib = ((source_cache.at(n).to(at::kFloat) - acts.at(n).to(at::kFloat)) * grads.at(n).to(at::kFloat)).select(0, 0);
+    auto contrib = ((st.source_cache.at(n).to(at::kFloat) - acts.at(n).to(at::kFloat)) * grads.at(n).to(at::kFloat)).select(0, 0);
     at::Tensor per;  // [pos] or [pos, unit]
     if (p.units && p.info.unit != 'n') per = contrib.sum(-1);   // [pos, head]
     else if (p.units) per = contrib;                           // [pos, neuron]
@@ -329,7 +324,7 @@ SweepResult attribution_patch(Transformer& model, const at::Tensor& source, cons
     else if (p.units) per = per.transpose(0, 1);                // [unit, pos]
     per_layer.push_back(per + target_score);
   }
-  return finish(p, per_layer, source_score, target_score);
+  return finish(p, per_layer, st.source_score, target_score);
 }
 
 }  // namespace scalpel

@@ -74,3 +74,130 @@ def test_minimal_circuit_on_tinystories(task):
         assert again[0].item() == pytest.approx(r.circuit_metric, abs=1e-5)
     with pytest.raises(ValueError, match="as many targets"):
         scalpel.minimal_circuit(model, [src], [], metric)
+
+
+def _head_hook(layer, head, value):
+    """Replaces head `head` of blocks.{layer}.attn.hook_z with `value` ([pos or 1, d_head])."""
+    def fn(x, hook):
+        x = x.clone()
+        x[:, :, head] = value
+        return x
+    return (f"blocks.{layer}.attn.hook_z", fn)
+
+
+def test_ablate_sets_zero_mean_resample(task):
+    model, pairs = task
+    src, tgt, metric = _run(model, pairs[:1])[0]
+    name = "blocks.1.attn.hook_z"
+    sets = [[], [(1, 2)]]
+    # zero
+    got = scalpel.ablate_sets(model, [tgt], metric, "z", sets, kind="zero")
+    with model.hooks([_head_hook(1, 2, 0.0)]):
+        want = metric(model(tgt)).item()
+    assert got[0].item() == pytest.approx(metric(model(tgt)).item(), abs=1e-5)
+    assert got[1].item() == pytest.approx(want, abs=1e-5)
+    assert abs(got[1].item() - got[0].item()) > 1e-3  # the ablation does something
+    # mean over all positions of the reference prompts (of different lengths)
+    refs = [torch.tensor([model.tokenizer.encode(t)]) for t in
+            ["Once upon a time, there was a cat.", "The dog ran to the park and played with a ball all day."]]
+    acts = [model.run_with_cache(r, [name])[1][name][0, :, 2] for r in refs]
+    mean = torch.cat(acts).mean(0)
+    got = scalpel.ablate_sets(model, [tgt], metric, "z", sets, kind="mean", reference=refs)
+    with model.hooks([_head_hook(1, 2, mean)]):
+        assert got[1].item() == pytest.approx(metric(model(tgt)).item(), abs=1e-4)
+    # per-position mean over prompts of the target's length
+    got = scalpel.ablate_sets(model, [tgt], metric, "z", sets, kind="mean", reference=[src, tgt], per_position=True)
+    pp = (model.run_with_cache(src, [name])[1][name][0, :, 2] + model.run_with_cache(tgt, [name])[1][name][0, :, 2]) / 2
+    with model.hooks([_head_hook(1, 2, pp)]):
+        assert got[1].item() == pytest.approx(metric(model(tgt)).item(), abs=1e-4)
+    with pytest.raises(ValueError, match="per_position=False"):
+        scalpel.ablate_sets(model, [tgt], metric, "z", sets, kind="mean", reference=refs, per_position=True)
+    # resample among the prompts themselves: with two prompts each draws the other,
+    # which is patching the other's activations in
+    got = scalpel.ablate_sets(model, [src, tgt], metric, "z", sets, kind="resample", samples=3)
+    want = scalpel.patch_sets(model, [tgt, src], [src, tgt], metric, "z", sets)
+    assert torch.allclose(got, want, atol=1e-5)
+    with pytest.raises(ValueError, match="kind=\"mean\""):
+        scalpel.ablate_sets(model, [tgt], metric, "z", sets, kind="resample", reference=[torch.cat([tgt, tgt], 1)])
+    with pytest.raises(ValueError, match="zero"):
+        scalpel.ablate_sets(model, [tgt], metric, "z", sets, kind="median")
+    with pytest.raises(ValueError, match=r"unit in \[0, 8\)"):
+        scalpel.ablate_sets(model, [tgt], metric, "z", [[(1, 8)]])
+    with pytest.raises(ValueError, match="unit -1"):
+        scalpel.ablate_sets(model, [tgt], metric, "mlp_out", [[(1, 0)]])
+
+
+def test_one_metric_per_pair(task):
+    model, pairs = task
+    runs = _run(model, pairs)
+    srcs, tgts, metrics = [r[0] for r in runs], [r[1] for r in runs], [r[2] for r in runs]
+    sets = [[], [(0, 1), (1, 4)]]
+    got = scalpel.patch_sets(model, srcs, tgts, metrics, "z", sets)
+    each = [scalpel.patch_sets(model, [s], [t], m, "z", sets) for s, t, m in runs]
+    assert torch.allclose(got, torch.stack(each).mean(0), atol=1e-5)
+    with pytest.raises(ValueError, match="one per pair"):
+        scalpel.patch_sets(model, srcs, tgts, metrics[:2], "z", sets)
+    with pytest.raises(TypeError, match="callable"):
+        scalpel.patch_sets(model, srcs, tgts, 3, "z", sets)
+    r = scalpel.minimal_circuit(model, srcs, tgts, metrics, component="z", min_recovered=0.7)
+    print(r, r.circuit)
+    assert r.curve[0].item() == pytest.approx(r.target_mean, abs=1e-5)
+    assert r.curve[-1].item() == pytest.approx(r.source_mean, abs=1e-3)  # every head patched: z carries everything attention does
+    assert r.reached and r.recovered >= 0.7
+
+
+def test_validate_circuit(task, shared):
+    model, pairs = task
+    runs = _run(model, pairs)
+    found, held = runs[:3], runs[3:]
+    r = scalpel.minimal_circuit(model, [x[0] for x in found], [x[1] for x in found], [x[2] for x in found],
+                                component="z", min_recovered=0.7)
+    circuit = list(r.circuit)
+    srcs, tgts, metrics = [x[0] for x in held], [x[1] for x in held], [x[2] for x in held]
+    texts = [torch.tensor([model.tokenizer.encode(t)]) for t in
+             ["One day, a little boy named Tom went to the park with his mom.",
+              "The sun was shining and the birds were singing in the tall green trees."]]
+    v = scalpel.validate_circuit(model, circuit, srcs, tgts, metrics, texts, random_sets=3, seed=1)
+    print(v, circuit)
+    assert v.pairs == 3
+    all_heads = [(l, h) for l in range(2) for h in range(8)]
+    rest = [c for c in all_heads if c not in circuit]
+    want = scalpel.patch_sets(model, srcs, tgts, metrics, "z", [[], circuit, rest])
+    gap = v.source_mean - v.target_mean
+    assert v.target_mean == pytest.approx(want[0].item(), abs=1e-5)
+    assert v.patched_mean == pytest.approx(want[1].item(), abs=1e-5)
+    assert v.recovered == pytest.approx((want[1].item() - v.target_mean) / gap, abs=1e-4)
+    assert v.complement_recovered == pytest.approx((want[2].item() - v.target_mean) / gap, abs=1e-4)
+    assert v.source_mean == pytest.approx(sum(m(model(s)).item() for s, m in zip(srcs, metrics)) / 3, abs=1e-5)
+    # the mean edit: every circuit head replaced by its mean over the source runs (all pairs, positions)
+    layers = sorted({l for l, _ in circuit})
+    caches = [model.run_with_cache(s, [f"blocks.{l}.attn.hook_z" for l in layers])[1] for s in srcs]
+    means = {l: torch.cat([c[f"blocks.{l}.attn.hook_z"][0] for c in caches]).mean(0) for l in layers}
+    hooks = [_head_hook(l, h, means[l][h]) for l, h in circuit]
+    with model.hooks(hooks):
+        edited = [m(model(t)).item() for t, m in zip(tgts, metrics)]
+        edited_logits = [model(t) for t in texts]
+    assert v.mean_patched_mean == pytest.approx(sum(edited) / 3, abs=1e-4)
+    # unrelated text: perplexity against transformers' logits, KL and edited perplexity against plain hooks
+    import transformers
+    hf = transformers.AutoModelForCausalLM.from_pretrained(shared / "models" / "tinystories-656k", dtype=torch.float32)
+    nll, kl, nll_edit, n = 0.0, 0.0, 0.0, 0
+    for t, e in zip(texts, edited_logits):
+        with torch.no_grad():
+            base = torch.log_softmax(hf(t).logits[0, :-1].float(), -1)
+        lp = torch.log_softmax(e[0, :-1].float(), -1)
+        nll -= base.gather(-1, t[0, 1:, None]).sum().item()
+        nll_edit -= lp.gather(-1, t[0, 1:, None]).sum().item()
+        kl += (base.exp() * (base - lp)).sum().item()
+        n += t.shape[1] - 1
+    assert v.text_tokens == n
+    assert v.perplexity == pytest.approx(torch.tensor(nll / n).exp().item(), rel=1e-4)
+    assert v.edited_perplexity == pytest.approx(torch.tensor(nll_edit / n).exp().item(), rel=1e-4)
+    assert v.kl == pytest.approx(kl / n, rel=1e-3, abs=1e-6)
+    assert v.kl > 0 and v.random_kl > 0
+    d = v.to_dict()
+    assert d["recovered"] == v.recovered and set(d) >= {"kl", "random_kl", "perplexity", "edited_perplexity"}
+    with pytest.raises(ValueError, match="at least one component"):
+        scalpel.validate_circuit(model, [], srcs, tgts, metrics)
+    with pytest.raises(ValueError, match="at least 2 tokens"):
+        scalpel.validate_circuit(model, circuit, srcs, tgts, metrics, [texts[0][:, :1]])

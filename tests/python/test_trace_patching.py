@@ -82,7 +82,7 @@ def test_errors(model):
         scalpel.patch_sweep(model, clean, corrupted[:, :5], _metric)
     with pytest.raises(KeyError, match="one of"):
         scalpel.patch_sweep(model, clean, corrupted, _metric, component="attention")
-    with pytest.raises(ValueError, match="one score per variant"):
+    with pytest.raises(ValueError, match="one score per row"):
         scalpel.patch_sweep(model, clean, corrupted, lambda logits: logits[:, -1], component="attn_out")
     with pytest.raises(ValueError, match="layers"):
         scalpel.patch_sweep(model, clean, corrupted, _metric, layers=[99])
