@@ -24,9 +24,22 @@ def sweep_to_dict(result, tokens: Sequence[str] | None = None, normalized: bool 
     }
     if normalized and gap != 0:
         out["gap_recovered"] = ((scores - result.target_score) / gap).tolist()
+    positions = list(getattr(result, "positions", []) or [])
+    if positions:
+        out["positions"] = positions
     if tokens is not None:
         out["tokens"] = list(tokens)
     return out
+
+
+def _swept_tokens(result, tokens: Sequence[str] | None) -> list[str] | None:
+    """The tokens of the swept positions: `tokens` may cover the whole sequence."""
+    if tokens is None:
+        return None
+    positions = list(getattr(result, "positions", []) or [])
+    if positions and len(tokens) > max(positions) and len(tokens) != len(positions):
+        return [f"{p}:{tokens[p]}" for p in positions]
+    return list(tokens)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -58,6 +71,7 @@ def plot_sweep(result, path: str | os.PathLike, tokens: Sequence[str] | None = N
     panels = [(values, f"{result.component}", dims)]
     if values.dim() == 3:
         panels = [(values[i], f"{result.component}, layer {l}", dims[1:]) for i, l in enumerate(result.layers)]
+    tokens = _swept_tokens(result, tokens)
     vmax = max(float(values.abs().max()), 1e-9)
     cols = min(len(panels), 4)
     rows = (len(panels) + cols - 1) // cols

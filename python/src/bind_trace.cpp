@@ -43,6 +43,7 @@ void bind_trace(py::module_& m) {
       .def_readonly("component", &SweepResult::component)
       .def_readonly("layers", &SweepResult::layers)
       .def_readonly("dims", &SweepResult::dims)
+      .def_readonly("positions", &SweepResult::positions)
       .def("__repr__", [](const SweepResult& r) {
         std::string dims;
         for (const auto& d : r.dims) dims += (dims.empty() ? "" : ", ") + d;
@@ -71,8 +72,9 @@ void bind_trace(py::module_& m) {
     return PairMetric(std::move(per_pair));
   };
   auto options = [](const std::string& component, bool per_position, int64_t batch_size, std::vector<int64_t> layers,
-                    bool last_position_only) {
+                    bool last_position_only, std::vector<int64_t> positions) {
     SweepOptions o;
+    o.positions = std::move(positions);
     o.last_position_only = last_position_only;
     o.component = component;
     o.per_position = per_position;
@@ -85,25 +87,30 @@ void bind_trace(py::module_& m) {
   auto bind_sweep = [&](const char* name, SweepFn fn, const char* default_component, bool batched, const char* doc) {
     auto call = [=](Transformer& model, const at::Tensor& source, const at::Tensor& target, py::function metric,
                     const std::string& component, bool per_position, int64_t batch_size, std::vector<int64_t> layers,
-                    bool last_position_only) {
+                    bool last_position_only, std::vector<int64_t> positions) {
       auto mt = to_metric(std::move(metric));
-      auto o = options(component, per_position, batched ? batch_size : 1, std::move(layers), batched && last_position_only);
+      auto o = options(component, per_position, batched ? batch_size : 1, std::move(layers), batched && last_position_only,
+                       std::move(positions));
       py::gil_scoped_release release;
       return fn(model, source, target, mt, o);
     };
     if (batched)
       m.def(name, call, py::arg("model"), py::arg("source"), py::arg("target"), py::arg("metric"),
             py::arg("component") = default_component, py::arg("per_position") = true, py::arg("batch_size") = 32,
-            py::arg("layers") = std::vector<int64_t>{}, py::arg("last_position_only") = false, doc);
+            py::arg("layers") = std::vector<int64_t>{}, py::arg("last_position_only") = false,
+            py::arg("positions") = std::vector<int64_t>{}, doc);
     else
       m.def(
           name,
           [call](Transformer& model, const at::Tensor& source, const at::Tensor& target, py::function metric,
-                 const std::string& component, bool per_position, std::vector<int64_t> layers) {
-            return call(model, source, target, std::move(metric), component, per_position, 1, std::move(layers), false);
+                 const std::string& component, bool per_position, std::vector<int64_t> layers,
+                 std::vector<int64_t> positions) {
+            return call(model, source, target, std::move(metric), component, per_position, 1, std::move(layers), false,
+                        std::move(positions));
           },
           py::arg("model"), py::arg("source"), py::arg("target"), py::arg("metric"), py::arg("component") = default_component,
-          py::arg("per_position") = true, py::arg("layers") = std::vector<int64_t>{}, doc);
+          py::arg("per_position") = true, py::arg("layers") = std::vector<int64_t>{},
+          py::arg("positions") = std::vector<int64_t>{}, doc);
   };
   bind_sweep("patch_sweep", &patch_sweep, "resid_pre", true,
              "Patch each layer (x head x position) of `component` from the source run into the target run; "

@@ -4,6 +4,7 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <map>
 
 #include "scalpel/errors.hpp"
@@ -53,8 +54,9 @@ struct Plan {
   ComponentInfo info;
   std::vector<int64_t> layers;
   int64_t units = 0;  // 0: the component has no unit dimension
-  int64_t positions = 0;
+  int64_t positions = 0;           // the sequence length
   bool per_position = true;
+  std::vector<int64_t> pos_list;   // the swept positions (per_position), ascending
   std::vector<Variant> variants;  // per layer
   std::vector<int64_t> shape;
   std::vector<std::string> dims;
@@ -75,7 +77,22 @@ Plan make_plan(Transformer& model, const at::Tensor& source, const at::Tensor& t
   if (o.batch_size <= 0)
     throw InvalidArgument(detail::expected_got("SweepOptions.batch_size", "a positive number", std::to_string(o.batch_size)));
   const auto& cfg = model.config();
-  Plan p{o.component, component_info(o.component), o.layers, 0, source.size(1), o.per_position, {}, {}, {}};
+  Plan p{o.component, component_info(o.component), o.layers, 0, source.size(1), o.per_position, {}, {}, {}, {}};
+  if (!o.positions.empty() && !o.per_position)
+    throw InvalidArgument(detail::expected_got("SweepOptions.positions", "empty when per_position is False",
+                                               std::to_string(o.positions.size()) + " positions",
+                                               "per_position=False patches the whole sequence at once"));
+  for (auto q : o.positions) {
+    if (q < -p.positions || q >= p.positions)
+      throw InvalidArgument(detail::expected_got("SweepOptions.positions", "positions in [-" + std::to_string(p.positions) + ", " +
+                                                     std::to_string(p.positions) + ") (negative: from the end)",
+                                                 std::to_string(q)));
+    p.pos_list.push_back(q < 0 ? q + p.positions : q);
+  }
+  if (o.per_position && p.pos_list.empty())
+    for (int64_t q = 0; q < p.positions; ++q) p.pos_list.push_back(q);
+  std::sort(p.pos_list.begin(), p.pos_list.end());
+  p.pos_list.erase(std::unique(p.pos_list.begin(), p.pos_list.end()), p.pos_list.end());
   if (p.layers.empty())
     for (int64_t l = 0; l < cfg.n_layers; ++l) p.layers.push_back(l);
   for (auto l : p.layers)
@@ -89,8 +106,10 @@ Plan make_plan(Transformer& model, const at::Tensor& source, const at::Tensor& t
     throw InvalidArgument(detail::expected_got("SweepOptions.per_position for mlp_post", "False (one variant per neuron)",
                                                "True (d_mlp x pos variants per layer)"));
   for (int64_t u = 0; u < std::max<int64_t>(p.units, 1); ++u)
-    for (int64_t q = 0; q < (o.per_position ? p.positions : 1); ++q)
-      p.variants.push_back({p.units ? u : -1, o.per_position ? q : -1});
+    if (o.per_position)
+      for (auto q : p.pos_list) p.variants.push_back({p.units ? u : -1, q});
+    else
+      p.variants.push_back({p.units ? u : -1, -1});
   p.shape = {static_cast<int64_t>(p.layers.size())};
   p.dims = {"layer"};
   if (p.units) {
@@ -98,7 +117,7 @@ Plan make_plan(Transformer& model, const at::Tensor& source, const at::Tensor& t
     p.dims.push_back(p.info.unit == 'n' ? "neuron" : "head");
   }
   if (o.per_position) {
-    p.shape.push_back(p.positions);
+    p.shape.push_back(static_cast<int64_t>(p.pos_list.size()));
     p.dims.push_back("pos");
   }
   return p;
@@ -144,6 +163,7 @@ SweepResult finish(const Plan& p, std::vector<at::Tensor>& per_layer, double sou
   r.component = p.component;
   r.layers = p.layers;
   r.dims = p.dims;
+  r.positions = p.pos_list;
   return r;
 }
 
@@ -225,8 +245,10 @@ SweepResult suffix_sweep(Transformer& model, const at::Tensor& source, const at:
   for (size_t li = 0; li < p.layers.size(); ++li) {
     const int64_t l = p.layers[li];
     const at::Tensor& src = st.source_cache.at(names[li]);
-    auto scores = at::empty({p.units, p.positions}, at::kFloat);
-    for (int64_t pos = 0; pos < p.positions; ++pos) {
+    const auto n_pos = static_cast<int64_t>(p.pos_list.size());
+    auto scores = at::empty({p.units, n_pos}, at::kFloat);
+    for (int64_t pi = 0; pi < n_pos; ++pi) {
+      const int64_t pos = p.pos_list[static_cast<size_t>(pi)];
       std::vector<at::Tensor> past_k, past_v;
       for (int64_t j = l; j < cfg.n_layers; ++j) {
         past_k.push_back(keys[static_cast<size_t>(j)].narrow(2, 0, pos));
@@ -244,7 +266,7 @@ SweepResult suffix_sweep(Transformer& model, const at::Tensor& source, const at:
         };
         auto handle = model.add_hook(names[li], patch);
         auto x = resid.expand({rows, -1, -1}).contiguous();
-        scores.select(1, pos).narrow(0, u0, rows).copy_(score_rows(metric, model.forward_from_suffix(l, x, past_k, past_v, true), rows));
+        scores.select(1, pi).narrow(0, u0, rows).copy_(score_rows(metric, model.forward_from_suffix(l, x, past_k, past_v, true), rows));
         progress.update(rows);
       }
     }
@@ -320,8 +342,12 @@ SweepResult attribution_patch(Transformer& model, const at::Tensor& source, cons
     if (p.units && p.info.unit != 'n') per = contrib.sum(-1);   // [pos, head]
     else if (p.units) per = contrib;                           // [pos, neuron]
     else per = contrib.sum(-1);                                // [pos]
-    if (!p.per_position) per = per.sum(0);
-    else if (p.units) per = per.transpose(0, 1);                // [unit, pos]
+    if (!p.per_position) {
+      per = per.sum(0);
+    } else {
+      per = per.index_select(0, torch::tensor(p.pos_list, at::kLong));
+      if (p.units) per = per.transpose(0, 1);                   // [unit, pos]
+    }
     per_layer.push_back(per + target_score);
   }
   return finish(p, per_layer, st.source_score, target_score);

@@ -58,6 +58,27 @@ def test_batched_sweep_equals_naive(model, component, per_position):
     assert fast.source_score == pytest.approx(_metric(model(clean)).item(), abs=1e-5)
 
 
+@pytest.mark.parametrize("component", ["resid_pre", "z"])
+def test_chosen_positions_are_columns_of_the_full_sweep(model, component):
+    clean, corrupted = _pair()
+    full = scalpel.patch_sweep(model, clean, corrupted, _metric, component=component)
+    for last in (False, True):
+        part = scalpel.patch_sweep(model, clean, corrupted, _metric, component=component, positions=[-1, 2, 2],
+                                   last_position_only=last, batch_size=3)
+        assert list(part.positions) == [2, 6]
+        assert torch.allclose(part.scores, full.scores[..., [2, 6]], atol=1e-5)
+    naive = scalpel.patch_sweep_naive(model, clean, corrupted, _metric, component=component, positions=[2, 6])
+    assert torch.allclose(naive.scores, full.scores[..., [2, 6]], atol=1e-5)
+    atp_full = scalpel.attribution_patch(model, clean, corrupted, _metric, component=component)
+    atp = scalpel.attribution_patch(model, clean, corrupted, _metric, component=component, positions=[6, 2])
+    assert torch.allclose(atp.scores, atp_full.scores[..., [2, 6]], atol=1e-6)
+    assert list(full.positions) == list(range(7))
+    with pytest.raises(ValueError, match=r"positions in \[-7, 7\)"):
+        scalpel.patch_sweep(model, clean, corrupted, _metric, component=component, positions=[7])
+    with pytest.raises(ValueError, match="per_position is False"):
+        scalpel.patch_sweep(model, clean, corrupted, _metric, component=component, positions=[1], per_position=False)
+
+
 def test_clean_to_clean_is_a_no_op(model):
     clean, _ = _pair()
     r = scalpel.patch_sweep(model, clean, clean, _metric, component="z")

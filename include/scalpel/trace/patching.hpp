@@ -36,6 +36,9 @@ struct SweepOptions {
   int64_t batch_size = 32;
   /// Layers to sweep (empty: all).
   std::vector<int64_t> layers;
+  /// Positions to sweep when per_position (empty: all; negative counts from
+  /// the end), e.g. the tokens where the two prompts differ and the last few.
+  std::vector<int64_t> positions;
   /// The metric reads only the last position: unembed just that one
   /// (logits [variants, 1, vocab]) — much faster with large vocabularies.
   /// Per-head, per-position sweeps then also recompute only the positions
@@ -54,6 +57,8 @@ struct SweepResult {
   double target_score = 0.0;
   std::string component;
   std::vector<int64_t> layers;
+  /// The positions of the "pos" dimension (ascending; empty without it).
+  std::vector<int64_t> positions;
   /// Names of the dimensions of `scores`, e.g. {"layer", "head", "pos"}.
   std::vector<std::string> dims;
 };
