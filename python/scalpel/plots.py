@@ -75,7 +75,8 @@ def plot_sweep(result, path: str | os.PathLike, tokens: Sequence[str] | None = N
     vmax = max(float(values.abs().max()), 1e-9)
     cols = min(len(panels), 4)
     rows = (len(panels) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), dpi=110, squeeze=False)
+    panel_w = max(4.2, 1.6 + 0.22 * panels[0][0].shape[1]) if dims[-1] == "pos" else 4.2
+    fig, axes = plt.subplots(rows, cols, figsize=(panel_w * cols, 3.4 * rows + 0.3), dpi=110, squeeze=False)
     for ax in axes.flat[len(panels):]:
         ax.axis("off")
     for ax, (v, name, (ydim, xdim)) in zip(axes.flat, panels):
@@ -88,8 +89,10 @@ def plot_sweep(result, path: str | os.PathLike, tokens: Sequence[str] | None = N
         if xdim == "pos" and tokens is not None and len(tokens) == v.shape[1]:
             ax.set_xticks(range(len(tokens)), [repr(t)[1:-1][:10] for t in tokens], rotation=90, fontsize=7)
         fig.colorbar(im, ax=ax, shrink=0.8, label=label)
-    fig.suptitle(title or f"patching {result.component}: source {result.source_score:.3g}, "
-                 f"target {result.target_score:.3g}", fontsize=10)
+    import textwrap
+
+    title = title or f"patching {result.component}: source {result.source_score:.3g}, target {result.target_score:.3g}"
+    fig.suptitle(textwrap.fill(title, width=int(panel_w * cols * 11)), fontsize=10)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

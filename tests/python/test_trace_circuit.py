@@ -201,3 +201,24 @@ def test_validate_circuit(task, shared):
         scalpel.validate_circuit(model, [], srcs, tgts, metrics)
     with pytest.raises(ValueError, match="at least 2 tokens"):
         scalpel.validate_circuit(model, circuit, srcs, tgts, metrics, [texts[0][:, :1]])
+
+
+def test_name_copy_circuit_holds_on_held_out_pairs(shared):
+    """The TinyStories demonstration (examples/trace_tinystories.py) in brief: the circuit found on
+    half of the name-copying pairs recovers the gap on the other half, random sets of its size do
+    not, and its mean edit disturbs unrelated text less than theirs."""
+    model = scalpel.load(str(shared / "models" / "tinystories-656k"))
+    runs = _run(model, [scalpel.tokenize_prompt_pair(model.tokenizer, p) for p in
+                        scalpel.load_prompt_pairs(str(REPO / "data" / "pairs" / "tinystories_name_copy.jsonl"))])
+    find, held = runs[0::2], runs[1::2]
+    r = scalpel.minimal_circuit(model, [x[0] for x in find], [x[1] for x in find], [x[2] for x in find],
+                                component="z", min_recovered=0.8)
+    assert r.reached and 1 <= len(r.circuit) <= 4
+    text = [torch.tensor([model.tokenizer.encode("The cat liked to sleep on the soft bed. When it woke up, it "
+                                                 "wanted to eat. Then it went out to play in the sun.")])]
+    v = scalpel.validate_circuit(model, list(r.circuit), [x[0] for x in held], [x[1] for x in held],
+                                 [x[2] for x in held], text, random_sets=10)
+    print(r.circuit, v)
+    assert v.source_mean > 5 and v.target_mean < -5  # the model copies the name
+    assert v.recovered >= 0.8 and v.random_recovered < 0.5
+    assert v.kl < v.random_kl
