@@ -162,18 +162,18 @@ void bind_trace(py::module_& m) {
       "patch_sets",
       [=](Transformer& model, const std::vector<at::Tensor>& sources, const std::vector<at::Tensor>& targets,
           const py::object& metric, const std::string& component, const std::vector<std::vector<CircuitComponent>>& sets,
-          int64_t batch_size) {
+          int64_t batch_size, bool last_position_only) {
         auto mt = to_pair_metric(metric);
         py::gil_scoped_release release;
-        return patch_sets(model, sources, targets, mt, component, sets, batch_size);
+        return patch_sets(model, sources, targets, mt, component, sets, batch_size, last_position_only);
       },
       py::arg("model"), py::arg("sources"), py::arg("targets"), py::arg("metric"), py::arg("component"), py::arg("sets"),
-      py::arg("batch_size") = 32, "Mean metric over the pairs with each set of (layer, unit) components patched: [sets]");
+      py::arg("batch_size") = 32, py::arg("last_position_only") = false, "Mean metric over the pairs with each set of (layer, unit) components patched: [sets]");
   m.def(
       "minimal_circuit",
       [=](Transformer& model, const std::vector<at::Tensor>& sources, const std::vector<at::Tensor>& targets,
           const py::object& metric, const std::string& component, std::optional<double> threshold, double min_recovered,
-          bool prune, int64_t batch_size) {
+          bool prune, int64_t batch_size, bool last_position_only) {
         auto mt = to_pair_metric(metric);
         CircuitOptions o;
         o.component = component;
@@ -181,21 +181,24 @@ void bind_trace(py::module_& m) {
         o.min_recovered = min_recovered;
         o.prune = prune;
         o.batch_size = batch_size;
+        o.last_position_only = last_position_only;
         py::gil_scoped_release release;
         return minimal_circuit(model, sources, targets, mt, o);
       },
       py::arg("model"), py::arg("sources"), py::arg("targets"), py::arg("metric"), py::arg("component") = "z",
       py::arg("threshold") = py::none(), py::arg("min_recovered") = 0.9, py::arg("prune") = true,
-      py::arg("batch_size") = 32,
+      py::arg("batch_size") = 32, py::arg("last_position_only") = false,
       "Smallest set of components whose joint patching brings the mean metric under threshold "
       "(or recovers min_recovered of the gap): rank, grow in rank order, prune.");
   m.def(
       "ablate_sets",
       [=](Transformer& model, const std::vector<at::Tensor>& prompts, const py::object& metric, const std::string& component,
           const std::vector<std::vector<CircuitComponent>>& sets, const std::string& kind,
-          const std::vector<at::Tensor>& reference, bool per_position, int64_t samples, uint64_t seed, int64_t batch_size) {
+          const std::vector<at::Tensor>& reference, bool per_position, int64_t samples, uint64_t seed, int64_t batch_size,
+          bool last_position_only) {
         auto mt = to_pair_metric(metric);
         AblationOptions o;
+        o.last_position_only = last_position_only;
         o.kind = kind;
         o.reference = reference;
         o.per_position = per_position;
@@ -207,7 +210,7 @@ void bind_trace(py::module_& m) {
       },
       py::arg("model"), py::arg("prompts"), py::arg("metric"), py::arg("component"), py::arg("sets"),
       py::arg("kind") = "mean", py::arg("reference") = std::vector<at::Tensor>{}, py::arg("per_position") = false,
-      py::arg("samples") = 1, py::arg("seed") = 0, py::arg("batch_size") = 32,
+      py::arg("samples") = 1, py::arg("seed") = 0, py::arg("batch_size") = 32, py::arg("last_position_only") = false,
       "Mean metric over the prompts with each set of (layer, unit) components ablated: kind \"zero\", \"mean\" "
       "(over the reference prompts; per position or over all positions) or \"resample\" (a random reference "
       "prompt of the same length, averaged over `samples` draws): [sets]");
@@ -255,9 +258,11 @@ void bind_trace(py::module_& m) {
       "validate_circuit",
       [=](Transformer& model, const std::vector<CircuitComponent>& circuit, const std::vector<at::Tensor>& sources,
           const std::vector<at::Tensor>& targets, const py::object& metric, const std::vector<at::Tensor>& texts,
-          const std::string& component, int64_t random_sets, uint64_t seed, int64_t batch_size) {
+          const std::string& component, int64_t random_sets, uint64_t seed, int64_t batch_size,
+          bool last_position_only) {
         auto mt = to_pair_metric(metric);
         CircuitValidationOptions o;
+        o.last_position_only = last_position_only;
         o.component = component;
         o.random_sets = random_sets;
         o.seed = seed;
@@ -267,7 +272,7 @@ void bind_trace(py::module_& m) {
       },
       py::arg("model"), py::arg("circuit"), py::arg("sources"), py::arg("targets"), py::arg("metric"),
       py::arg("texts") = std::vector<at::Tensor>{}, py::arg("component") = "z", py::arg("random_sets") = 5,
-      py::arg("seed") = 0, py::arg("batch_size") = 32,
+      py::arg("seed") = 0, py::arg("batch_size") = 32, py::arg("last_position_only") = false,
       "The circuit on held-out pairs (patched, complement, random same-size sets, mean edit) and the mean edit's "
       "KL and perplexity on unrelated text");
   m.def("component_hook_name", &component_hook_name, py::arg("component"), py::arg("layer"));

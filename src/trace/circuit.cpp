@@ -74,7 +74,8 @@ std::set<int64_t> check_sets(const Transformer& model, const std::string& compon
 // set is a batch row, starting at the earliest replaced layer: [prompts, sets].
 at::Tensor replace_sets(Transformer& model, const std::vector<at::Tensor>& prompts, const RowMetric& metric,
                         const std::string& component, const std::vector<std::vector<CircuitComponent>>& sets,
-                        int64_t batch_size, const Replacements& replacements, const std::string& label) {
+                        int64_t batch_size, const Replacements& replacements, const std::string& label,
+                        bool last_position_only = false) {
   check_sets(model, component, sets, batch_size);
   at::NoGradGuard no_grad;
   const int64_t n_layers = model.config().n_layers;
@@ -107,9 +108,10 @@ at::Tensor replace_sets(Transformer& model, const std::vector<at::Tensor>& promp
       at::Tensor logits;
       if (first < n_layers) {
         auto x = target_cache.at(resid[static_cast<size_t>(first)]).expand({rows, -1, -1}).contiguous();
-        logits = model.forward_from(first, x);
+        logits = model.forward_from(first, x, {}, last_position_only);
       } else {
         logits = model.forward(prompts[i].expand({rows, -1}).contiguous());
+        if (last_position_only) logits = logits.narrow(1, logits.size(1) - 1, 1);
       }
       out[static_cast<int64_t>(i)].narrow(0, start, rows).copy_(metric(logits, i, start, rows));
       progress.update(rows);
@@ -188,11 +190,13 @@ void check_prompts(const std::vector<at::Tensor>& prompts, const std::string& wh
 
 at::Tensor patch_sets(Transformer& model, const std::vector<at::Tensor>& sources, const std::vector<at::Tensor>& targets,
                       const PairMetric& metric, const std::string& component,
-                      const std::vector<std::vector<CircuitComponent>>& sets, int64_t batch_size) {
+                      const std::vector<std::vector<CircuitComponent>>& sets, int64_t batch_size,
+                      bool last_position_only) {
   check_pairs(sources, targets);
   metric.check(sources.size());
   return replace_sets(model, targets, rows_of(metric), component, sets, batch_size,
-                      own_runs(model, sources, component, layers_of(sets)), "patching sets of " + component)
+                      own_runs(model, sources, component, layers_of(sets)), "patching sets of " + component,
+                      last_position_only)
       .mean(0);
 }
 
@@ -222,7 +226,7 @@ at::Tensor ablate_sets(Transformer& model, const std::vector<at::Tensor>& prompt
       for (auto& [l, t] : values) t = at::zeros_like(t);
     }
     return replace_sets(model, prompts, rows_of(metric), component, sets, o.batch_size,
-                        [&values](size_t) { return values; }, label)
+                        [&values](size_t) { return values; }, label, o.last_position_only)
         .mean(0);
   }
   if (o.kind != "resample")
@@ -252,7 +256,7 @@ at::Tensor ablate_sets(Transformer& model, const std::vector<at::Tensor>& prompt
                             if (!cached.count(j)) cached[j] = own(j);
                             return cached[j];
                           },
-                          label)
+                          label, o.last_position_only)
                  .mean(0);
     total = total.defined() ? total + m : m;
   }
@@ -292,11 +296,14 @@ CircuitValidation validate_circuit(Transformer& model, const std::vector<Circuit
   // Held-out pairs: rows {none, circuit, complement, randoms...} patched from the sources.
   std::vector<std::vector<CircuitComponent>> sets = {{}, circuit, others};
   sets.insert(sets.end(), randoms.begin(), randoms.end());
-  auto m = patch_sets(model, sources, targets, metric, o.component, sets, o.batch_size);
+  auto m = patch_sets(model, sources, targets, metric, o.component, sets, o.batch_size, o.last_position_only);
   {
     at::NoGradGuard no_grad;
-    for (size_t i = 0; i < sources.size(); ++i)
-      v.source_mean += detail::score_rows(metric[i], model.forward(sources[i]), 1).item<double>();
+    for (size_t i = 0; i < sources.size(); ++i) {
+      auto logits = model.forward(sources[i]);
+      if (o.last_position_only) logits = logits.narrow(1, logits.size(1) - 1, 1);
+      v.source_mean += detail::score_rows(metric[i], logits, 1).item<double>();
+    }
   }
   v.source_mean /= static_cast<double>(sources.size());
   v.target_mean = m[0].item<double>();
@@ -311,7 +318,7 @@ CircuitValidation validate_circuit(Transformer& model, const std::vector<Circuit
   const auto means = mean_activations(model, sources, o.component, layers_of(edits), false);
   const Replacements constant = [&means](size_t) { return means; };
   auto e = replace_sets(model, targets, rows_of(metric), o.component, {circuit}, o.batch_size, constant,
-                        "validating circuit (mean edit)");
+                        "validating circuit (mean edit)", o.last_position_only);
   v.mean_patched_mean = e.mean().item<double>();
   v.mean_patched_recovered = recovered(v.mean_patched_mean);
   if (texts.empty()) return v;
@@ -360,6 +367,7 @@ CircuitResult minimal_circuit(Transformer& model, const std::vector<at::Tensor>&
   so.component = o.component;
   so.per_position = false;
   so.batch_size = o.batch_size;
+  so.last_position_only = o.last_position_only;
   at::Tensor effect;
   std::vector<int64_t> dims;
   for (size_t i = 0; i < sources.size(); ++i) {
@@ -400,7 +408,7 @@ CircuitResult minimal_circuit(Transformer& model, const std::vector<at::Tensor>&
     prefixes.push_back(std::move(next));
   }
   Progress progress("minimal circuit (" + o.component + ")", 2);
-  res.curve = patch_sets(model, sources, targets, metric, o.component, prefixes, o.batch_size);
+  res.curve = patch_sets(model, sources, targets, metric, o.component, prefixes, o.batch_size, o.last_position_only);
   progress.update();
   int64_t k = -1;
   for (int64_t i = 0; i < res.curve.numel(); ++i)
@@ -421,7 +429,7 @@ CircuitResult minimal_circuit(Transformer& model, const std::vector<at::Tensor>&
       s.erase(s.begin() + static_cast<std::ptrdiff_t>(i));
       without.push_back(std::move(s));
     }
-    auto m = patch_sets(model, sources, targets, metric, o.component, without, o.batch_size);
+    auto m = patch_sets(model, sources, targets, metric, o.component, without, o.batch_size, o.last_position_only);
     int64_t best = -1;
     for (int64_t i = 0; i < m.numel(); ++i)
       if (ok(m[i].item<double>()) && (best < 0 || recovered(m[i].item<double>()) > recovered(m[best].item<double>())))

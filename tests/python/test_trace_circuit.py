@@ -222,3 +222,21 @@ def test_name_copy_circuit_holds_on_held_out_pairs(shared):
     assert v.source_mean > 5 and v.target_mean < -5  # the model copies the name
     assert v.recovered >= 0.8 and v.random_recovered < 0.5
     assert v.kl < v.random_kl
+
+
+def test_last_position_only_gives_the_same_numbers(task):
+    model, pairs = task
+    runs = _run(model, pairs[:3])
+    srcs, tgts, metrics = [r[0] for r in runs], [r[1] for r in runs], [r[2] for r in runs]
+    sets = [[], [(1, 2)], [(0, 1), (1, 4)]]
+    for last in (False, True):
+        got = scalpel.patch_sets(model, srcs, tgts, metrics, "z", sets, last_position_only=last)
+        abl = scalpel.ablate_sets(model, tgts, metrics, "z", sets, kind="mean", reference=srcs, last_position_only=last)
+        circ = scalpel.minimal_circuit(model, srcs, tgts, metrics, min_recovered=0.5, last_position_only=last)
+        val = scalpel.validate_circuit(model, [(1, 2)], srcs, tgts, metrics, last_position_only=last)
+        if last:
+            assert torch.allclose(got, ref[0], atol=1e-5) and torch.allclose(abl, ref[1], atol=1e-5)
+            assert circ.circuit == ref[2].circuit and torch.allclose(circ.curve, ref[2].curve, atol=1e-5)
+            assert val.recovered == pytest.approx(ref[3].recovered, abs=1e-5)
+            assert val.mean_patched_mean == pytest.approx(ref[3].mean_patched_mean, abs=1e-5)
+        ref = (got, abl, circ, val)

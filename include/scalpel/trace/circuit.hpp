@@ -57,6 +57,9 @@ struct CircuitOptions {
   bool prune = true;
   /// Candidate sets per forward pass.
   int64_t batch_size = 32;
+  /// The metric reads only the last position: unembed just that one (logits
+  /// [rows, 1, vocab]) — much faster with large vocabularies.
+  bool last_position_only = false;
 };
 
 struct CircuitResult {
@@ -74,7 +77,8 @@ struct CircuitResult {
 /// source run into its target run: [sets]. sources[i], targets[i]: [1, pos_i].
 at::Tensor patch_sets(Transformer& model, const std::vector<at::Tensor>& sources, const std::vector<at::Tensor>& targets,
                       const PairMetric& metric, const std::string& component,
-                      const std::vector<std::vector<CircuitComponent>>& sets, int64_t batch_size = 32);
+                      const std::vector<std::vector<CircuitComponent>>& sets, int64_t batch_size = 32,
+                      bool last_position_only = false);
 
 CircuitResult minimal_circuit(Transformer& model, const std::vector<at::Tensor>& sources,
                               const std::vector<at::Tensor>& targets, const PairMetric& metric,
@@ -96,6 +100,9 @@ struct AblationOptions {
   uint64_t seed = 0;
   /// Sets per forward pass.
   int64_t batch_size = 32;
+  /// The metric reads only the last position: unembed just that one (logits
+  /// [rows, 1, vocab]) — much faster with large vocabularies.
+  bool last_position_only = false;
 };
 
 /// Mean metric over `prompts` ([1, pos] each) with each set of components
@@ -111,6 +118,8 @@ struct CircuitValidationOptions {
   int64_t random_sets = 5;
   uint64_t seed = 0;
   int64_t batch_size = 32;
+  /// For the pairs' metric (the unrelated text always uses every position).
+  bool last_position_only = false;
 };
 
 /// How a circuit found on some pairs holds up on others, and what it costs
