@@ -117,9 +117,23 @@ void bind_trace(py::module_& m) {
              "metric(logits [variants, pos, vocab]) -> [variants]. Batched, starting at the patched layer.");
   bind_sweep("patch_sweep_naive", &patch_sweep_naive, "resid_pre", false,
              "patch_sweep with one full forward pass per patch (the reference).");
-  bind_sweep("attribution_patch", &attribution_patch, "z", false,
-             "First-order estimate of every patch of the sweep (attribution patching): one source forward, "
-             "one target forward + backward. Same layout as patch_sweep.");
+  m.def(
+      "attribution_patch",
+      [=](Transformer& model, const at::Tensor& source, const at::Tensor& target, py::function metric,
+          const std::string& component, bool per_position, std::vector<int64_t> layers, std::vector<int64_t> positions,
+          bool qk_fix) {
+        auto mt = to_metric(std::move(metric));
+        auto o = options(component, per_position, 1, std::move(layers), false, std::move(positions));
+        o.qk_fix = qk_fix;
+        py::gil_scoped_release release;
+        return attribution_patch(model, source, target, mt, o);
+      },
+      py::arg("model"), py::arg("source"), py::arg("target"), py::arg("metric"), py::arg("component") = "z",
+      py::arg("per_position") = true, py::arg("layers") = std::vector<int64_t>{},
+      py::arg("positions") = std::vector<int64_t>{}, py::arg("qk_fix") = false,
+      "First-order estimate of every patch of the sweep (attribution patching): one source forward, "
+      "one target forward + backward. Same layout as patch_sweep. qk_fix (component q or k): AtP*'s "
+      "exact attention pattern, linearized only after the softmax.");
   py::class_<CompletionPair>(m, "CompletionPair", "{prompt, harmful, neutral}")
       .def(py::init([](std::string p, std::string h, std::string n) { return CompletionPair{std::move(p), std::move(h), std::move(n)}; }),
            py::arg("prompt"), py::arg("harmful"), py::arg("neutral"))

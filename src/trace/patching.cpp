@@ -5,6 +5,9 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <array>
+#include <cmath>
+#include <limits>
 #include <map>
 
 #include "scalpel/errors.hpp"
@@ -306,22 +309,92 @@ SweepResult patch_sweep_naive(Transformer& model, const at::Tensor& source, cons
                });
 }
 
+namespace {
+
+// AtP*'s QK fix for one layer: the attention pattern a query or key patch makes,
+// recomputed exactly from the target's queries/keys and the source's, then
+// linearized through the pattern only. [units] or [units, pos] (all positions).
+at::Tensor qk_fix_layer(const ModelConfig& cfg, char which, bool per_position, const at::Tensor& q_target,
+                        const at::Tensor& k_target, const at::Tensor& patched, const at::Tensor& scores,
+                        const at::Tensor& pattern, const at::Tensor& grad) {
+  const int64_t H = cfg.n_heads, KV = cfg.n_kv_heads, rep = H / KV, D = cfg.d_head;
+  const double scale = cfg.attn_scale > 0 ? cfg.attn_scale : 1.0 / std::sqrt(static_cast<double>(D));
+  auto heads_first = [](const at::Tensor& t) { return t.select(0, 0).transpose(0, 1).to(at::kDouble); };  // [heads, pos, D]
+  const auto s = scores.select(0, 0).to(at::kDouble), A = pattern.select(0, 0).to(at::kDouble),
+             g = grad.select(0, 0).to(at::kDouble);  // [H, q, k]
+  const auto allowed = at::isfinite(s);
+  auto raw = [&](const at::Tensor& q, const at::Tensor& k) {
+    auto sc = at::matmul(q, k.repeat_interleave(rep, 0).transpose(-1, -2)) * scale;
+    if (cfg.attn_softcap) sc = at::tanh(sc / *cfg.attn_softcap) * *cfg.attn_softcap;
+    return sc.masked_fill(allowed.logical_not(), -std::numeric_limits<double>::infinity());
+  };
+  if (which == 'q') {
+    auto A2 = at::softmax(raw(heads_first(patched), heads_first(k_target)), -1);  // every query row replaced
+    auto d = (g * (A2 - A)).sum(-1);                                              // [H, q]
+    return per_position ? d : d.sum(-1);
+  }
+  auto s2 = raw(heads_first(q_target), heads_first(patched));  // every key replaced
+  at::Tensor per_key;                                          // [H, k] or [H]
+  if (!per_position) {
+    per_key = (g * (at::softmax(s2, -1) - A)).sum({1, 2});
+  } else {
+    // Key j alone: row i's softmax with s[i, j] -> s2[i, j]. With e = exp(s2 - s) and
+    // Z = 1 + A_ij (e - 1): A'_ik = A_ik / Z (k != j), A'_ij = A_ij e / Z, so
+    // sum_k g_ik (A'_ik - A_ik) = (1/Z - 1) sum_k g_ik A_ik + g_ij A_ij (e - 1) / Z.
+    auto e = at::exp((s2 - s).masked_fill(allowed.logical_not(), 0.0).clamp_max(700.0));
+    auto Z = 1 + A * (e - 1);
+    auto G = (g * A).sum(-1, /*keepdim=*/true);
+    auto c = ((1 / Z - 1) * G + g * A * (e - 1) / Z).masked_fill(allowed.logical_not(), 0.0);
+    per_key = c.sum(1);  // [H, k]
+  }
+  // query heads -> their key/value head
+  auto grouped = per_key.reshape(per_position ? std::vector<int64_t>{KV, rep, per_key.size(-1)} : std::vector<int64_t>{KV, rep});
+  return grouped.sum(1);
+}
+
+}  // namespace
+
 SweepResult attribution_patch(Transformer& model, const at::Tensor& source, const at::Tensor& target,
                               const Metric& metric, const SweepOptions& options) {
+  const auto& cfg = model.config();
+  if (options.qk_fix && options.component != "q" && options.component != "k")
+    throw InvalidArgument(detail::expected_got("SweepOptions.qk_fix (AtP*)", "component \"q\" or \"k\"",
+                                               "\"" + options.component + "\"",
+                                               "the QK fix corrects patches of queries and keys through the attention pattern"));
   Start st = start_sweep(model, source, target, metric, options, nullptr);
   const Plan& p = st.plan;
   const auto& names = st.names;
+  // QK fix: the target's queries, keys, scores and pattern (with its gradient), and the source's patched queries/keys.
+  const bool rotary = cfg.positions == PositionKind::Rotary;
+  auto qk_names = [&](int64_t l) {
+    const std::string b = "blocks." + std::to_string(l) + ".attn.";
+    return std::array<std::string, 4>{b + (rotary ? "hook_rot_q" : "hook_q"), b + (rotary ? "hook_rot_k" : "hook_k"),
+                                      b + "hook_attn_scores", b + "hook_pattern"};
+  };
+  std::vector<std::string> kept = names, kept_grad = names;
+  std::map<std::string, at::Tensor> source_qk;
+  if (options.qk_fix) {
+    std::vector<std::string> src_names;
+    for (auto l : p.layers) {
+      auto n = qk_names(l);
+      kept.insert(kept.end(), n.begin(), n.end());
+      kept_grad.push_back(n[3]);
+      src_names.push_back(options.component == "q" ? n[0] : n[1]);
+    }
+    at::NoGradGuard no_grad;
+    source_qk = model.run_with_cache(source, src_names).second;
+  }
   // The target run with gradients: forward hooks keep each activation, backward hooks its gradient.
   std::map<std::string, at::Tensor> acts, grads;
   std::vector<std::pair<std::string, HookFn>> keep;
   std::vector<std::pair<std::string, BackwardHookFn>> keep_grad;
-  for (const auto& n : names) {
+  for (const auto& n : kept)
     keep.emplace_back(n, [&acts, n](const at::Tensor& x, const HookPoint&) {
       acts[n] = x.detach();
       return at::Tensor();
     });
+  for (const auto& n : kept_grad)
     keep_grad.emplace_back(n, [&grads, n](const at::Tensor& g, const HookPoint&) { grads[n] = g.detach(); });
-  }
   double target_score = 0.0;
   {
     at::AutoGradMode grad_mode(true);
@@ -332,21 +405,34 @@ SweepResult attribution_patch(Transformer& model, const at::Tensor& source, cons
     score.sum().backward();
   }
   std::vector<at::Tensor> per_layer;
-  for (const auto& n : names) {
+  for (size_t li = 0; li < names.size(); ++li) {
+    const auto& n = names[li];
     if (!grads.count(n))
       throw InvalidArgument(detail::expected_got("attribution_patch metric", "a differentiable function of the logits",
                                                  "no gradient reached " + n));
-    // [1, pos, (unit,) features...] -> contribution per (unit, pos)
-    auto contrib = ((st.source_cache.at(n).to(at::kFloat) - acts.at(n).to(at::kFloat)) * grads.at(n).to(at::kFloat)).select(0, 0);
-    at::Tensor per;  // [pos] or [pos, unit]
-    if (p.units && p.info.unit != 'n') per = contrib.sum(-1);   // [pos, head]
-    else if (p.units) per = contrib;                           // [pos, neuron]
-    else per = contrib.sum(-1);                                // [pos]
-    if (!p.per_position) {
-      per = per.sum(0);
+    at::Tensor per;  // [(unit,) (pos)]
+    if (options.qk_fix) {
+      auto qn = qk_names(p.layers[li]);
+      if (!grads.count(qn[3]))
+        throw InvalidArgument(detail::expected_got("attribution_patch (qk_fix) metric", "a differentiable function of the logits",
+                                                   "no gradient reached " + qn[3]));
+      const char which = options.component == "q" ? 'q' : 'k';
+      per = qk_fix_layer(cfg, which, p.per_position, acts.at(qn[0]), acts.at(qn[1]),
+                         source_qk.at(which == 'q' ? qn[0] : qn[1]), acts.at(qn[2]), acts.at(qn[3]), grads.at(qn[3]))
+                .to(at::kFloat);
+      if (p.per_position) per = per.index_select(1, torch::tensor(p.pos_list, at::kLong));
     } else {
-      per = per.index_select(0, torch::tensor(p.pos_list, at::kLong));
-      if (p.units) per = per.transpose(0, 1);                   // [unit, pos]
+      // [1, pos, (unit,) features...] -> contribution per (unit, pos)
+      auto contrib = ((st.source_cache.at(n).to(at::kFloat) - acts.at(n).to(at::kFloat)) * grads.at(n).to(at::kFloat)).select(0, 0);
+      if (p.units && p.info.unit != 'n') per = contrib.sum(-1);   // [pos, head]
+      else if (p.units) per = contrib;                           // [pos, neuron]
+      else per = contrib.sum(-1);                                // [pos]
+      if (!p.per_position) {
+        per = per.sum(0);
+      } else {
+        per = per.index_select(0, torch::tensor(p.pos_list, at::kLong));
+        if (p.units) per = per.transpose(0, 1);                   // [unit, pos]
+      }
     }
     per_layer.push_back(per + target_score);
   }

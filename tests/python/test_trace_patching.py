@@ -134,6 +134,45 @@ def test_attribution_matches_exact_patching_to_first_order(model, component, per
         assert corr > 0.5, corr
 
 
+@pytest.mark.parametrize("component", ["q", "k"])
+@pytest.mark.parametrize("per_position", [True, False])
+def test_qk_fix_is_the_exact_pattern_change_times_the_pattern_gradient(model, component, per_position):
+    # AtP*'s estimate = metric(target) + sum over the patched layer's heads of
+    # d metric / d pattern . (pattern with the patch - pattern of the target run),
+    # the patched pattern taken from a real patched forward pass.
+    clean, corrupted = _pair()
+    L, H, KV = model.config.n_layers, model.config.n_heads, model.config.n_kv_heads
+    star = scalpel.attribution_patch(model, clean, corrupted, _metric, component=component,
+                                     per_position=per_position, qk_fix=True)
+    units = H if component == "q" else KV
+    assert star.scores.shape == ((L, units, 7) if per_position else (L, units))
+    pats = [f"blocks.{l}.attn.hook_pattern" for l in range(L)]
+    grads = {}
+    with model.hooks(backward=[(n, lambda g, hook: grads.__setitem__(hook.name, g.clone())) for n in pats]):
+        score = _metric(model(corrupted))
+        score.sum().backward()
+    _, base = model.run_with_cache(corrupted, pats)
+    _, src = model.run_with_cache(clean, [scalpel.component_hook_name(component, l) for l in range(L)])
+    for l in range(L):
+        name = scalpel.component_hook_name(component, l)
+        for u in range(units):
+            for p in (range(7) if per_position else [None]):
+                def patch(x, hook):
+                    x = x.clone()
+                    if p is None:
+                        x[:, :, u] = src[name][:, :, u]
+                    else:
+                        x[:, p, u] = src[name][:, p, u]
+                    return x
+                with torch.no_grad(), model.hooks([(name, patch)]):
+                    _, patched = model.run_with_cache(corrupted, [pats[l]])
+                want = (grads[pats[l]] * (patched[pats[l]] - base[pats[l]])).sum().item()
+                got = (star.scores[l, u, p] if p is not None else star.scores[l, u]).item() - star.target_score
+                assert got == pytest.approx(want, abs=1e-5), (l, u, p)
+    with pytest.raises(ValueError, match="qk_fix"):
+        scalpel.attribution_patch(model, clean, corrupted, _metric, component="z", qk_fix=True)
+
+
 def test_attribution_slope_equals_central_finite_difference(model):
     # AtP's estimate is metric(target) + slope, slope = (source - target) . grad; the directional
     # derivative along (source - target) by central differences must equal that slope.
@@ -205,3 +244,29 @@ def test_heatmaps_and_json(model, tmp_path):
         if r.source_score != r.target_score:
             gap = torch.tensor(d["gap_recovered"])
             assert torch.allclose(gap, (r.scores - r.target_score) / (r.source_score - r.target_score), atol=1e-5)
+
+
+def test_qk_fix_finds_the_key_and_query_patches_plain_attribution_misses(shared):
+    """On TinyStories-656K's name-copying pairs, AtP*'s QK fix estimates whole-head key and query
+    patches closer to exact patching than plain AtP, which linearizes the saturated softmax."""
+    model = scalpel.load(str(shared / "models" / "tinystories-656k"))
+    pairs = [scalpel.tokenize_prompt_pair(model.tokenizer, p) for p in
+             scalpel.load_prompt_pairs(str(REPO / "data" / "pairs" / "tinystories_name_copy.jsonl"))][:8]
+    for comp in ("k", "q"):
+        err_atp, err_star, exact_all, star_all = [], [], [], []
+        for t in pairs:
+            metric = lambda logits, a=t.answer, b=t.corrupted_answer: logits[:, -1, a] - logits[:, -1, b]  # noqa: E731
+            src, tgt = torch.tensor([t.clean]), torch.tensor([t.corrupted])
+            e = scalpel.patch_sweep(model, src, tgt, metric, component=comp, per_position=False)
+            a = scalpel.attribution_patch(model, src, tgt, metric, component=comp, per_position=False)
+            s = scalpel.attribution_patch(model, src, tgt, metric, component=comp, per_position=False, qk_fix=True)
+            gap = e.source_score - e.target_score
+            err_atp.append(((a.scores - e.scores) / gap).abs().flatten())
+            err_star.append(((s.scores - e.scores) / gap).abs().flatten())
+            exact_all.append(((e.scores - e.target_score) / gap).flatten())
+            star_all.append(((s.scores - s.target_score) / gap).flatten())
+        mae_atp, mae_star = torch.cat(err_atp).mean().item(), torch.cat(err_star).mean().item()
+        rho = torch.corrcoef(torch.stack([_rank(torch.cat(exact_all)), _rank(torch.cat(star_all))]))[0, 1].item()
+        print(comp, f"mean abs error (fraction of the gap): AtP {mae_atp:.4f}, AtP* {mae_star:.4f}; AtP* Spearman {rho:.3f}")
+        assert mae_star < 0.75 * mae_atp
+        assert rho >= 0.8

@@ -46,6 +46,12 @@ struct SweepOptions {
   /// target run's keys and values for the rest; other hooks on the model see
   /// those shorter activations.
   bool last_position_only = false;
+  /// attribution_patch of "q" or "k" only — AtP*'s QK fix: the attention
+  /// pattern each query / key patch makes is computed exactly (from the target
+  /// run's queries, keys and scores and the source's patched ones) and only the
+  /// pattern's effect on the metric is linearized. Plain AtP linearizes the
+  /// softmax too and misses patches that move a saturated attention pattern.
+  bool qk_fix = false;
 };
 
 struct SweepResult {
