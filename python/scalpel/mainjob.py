@@ -111,13 +111,11 @@ def chat_completions(model, prompts: list[str], max_new_tokens: int, batch_size:
 
 def _plot(rates: dict[str, float], counts: dict[str, int], title: str, path: Path) -> bool:
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure  # no pyplot: no global backend switch
     except ImportError:
         return False
-    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=120)
+    fig = Figure(figsize=(6, 3.2), dpi=120)
+    ax = fig.subplots()
     names = list(rates)
     bars = ax.bar(names, [100 * rates[k] for k in names], color=["#c0392b" if "harm" in k and "less" not in k
                                                                   and "benign" not in k else "#2980b9" for k in names])
@@ -130,7 +128,6 @@ def _plot(rates: dict[str, float], counts: dict[str, int], title: str, path: Pat
     fig.tight_layout()
     tmp = path.with_name(path.name + ".tmp.png")
     fig.savefig(tmp)
-    plt.close(fig)
     os.replace(tmp, path)
     return True
 

@@ -54,10 +54,8 @@ def plot_sweep(result, path: str | os.PathLike, tokens: Sequence[str] | None = N
     give one panel; 3-D ([layer, head, pos]) one panel per layer (head x pos).
     Colour = fraction of the gap recovered when `normalized` and the gap is
     non-zero, else the raw effect (score - target score), diverging around 0."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A Figure without pyplot: no global backend switch (notebooks keep their inline plots).
+    from matplotlib.figure import Figure
 
     gap = result.source_score - result.target_score
     values = result.scores.float() - result.target_score
@@ -76,7 +74,8 @@ def plot_sweep(result, path: str | os.PathLike, tokens: Sequence[str] | None = N
     cols = min(len(panels), 4)
     rows = (len(panels) + cols - 1) // cols
     panel_w = max(4.2, 1.6 + 0.22 * panels[0][0].shape[1]) if dims[-1] == "pos" else 4.2
-    fig, axes = plt.subplots(rows, cols, figsize=(panel_w * cols, 3.4 * rows + 0.3), dpi=110, squeeze=False)
+    fig = Figure(figsize=(panel_w * cols, 3.4 * rows + 0.3), dpi=110)
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat[len(panels):]:
         ax.axis("off")
     for ax, (v, name, (ydim, xdim)) in zip(axes.flat, panels):
@@ -98,7 +97,6 @@ def plot_sweep(result, path: str | os.PathLike, tokens: Sequence[str] | None = N
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp.png")
     fig.savefig(tmp)
-    plt.close(fig)
     os.replace(tmp, path)
     return path
 
