@@ -26,7 +26,8 @@ TL's utility runs one forward per patch, every patch costing the same, so it is 
 argument, and scaled to all 24 x 14 x 32 = 10,752 patches. Its scores there are compared with
 scalpel.patch_sweep restricted to that layer. Single forwards (scalpel, HF, TL) are timed
 interleaved in the same run, so the per-patch cost can also be read in scalpel forwards, which is
-robust to other load on the machine (the load average is recorded).
+robust to other load on the machine: one scalpel forward is also timed between TL's calls (one
+call per position), the median of all of them is the unit, and the load average is recorded.
 """
 from __future__ import annotations
 
@@ -110,12 +111,22 @@ def main() -> None:
         positions = list(range(args.tokens - args.positions, args.tokens))
         index_df = pd.DataFrame([(args.layer, p, h) for p in positions for h in range(heads)],
                                 columns=["layer", "pos", "head"])
+        # TL's utility, called once per position (14 patches each), with one scalpel forward timed
+        # between calls, so the forward time used for normalising tracks the load during the sweep.
         load_before = os.getloadavg()[0]
-        t = time.perf_counter()
-        tl_scores = patching.get_act_patch_attn_head_out_by_pos(
-            bridge, corrupted, clean_cache, tl_metric, index_axis_names=None, index_df=index_df)
-        tl_part_s = time.perf_counter() - t
+        tl_part_s, chunks = 0.0, []
+        for p in positions:
+            rows = index_df[index_df["pos"] == p].reset_index(drop=True)
+            t = time.perf_counter()
+            chunks.append(patching.get_act_patch_attn_head_out_by_pos(
+                bridge, corrupted, clean_cache, tl_metric, index_axis_names=None, index_df=rows))
+            tl_part_s += time.perf_counter() - t
+            t = time.perf_counter()
+            model(corrupted)
+            times["scalpel"].append(time.perf_counter() - t)
+        tl_scores = torch.cat(chunks)
         load_after = os.getloadavg()[0]
+        fwd["scalpel"] = statistics.median(times["scalpel"])
 
     fast = scalpel.patch_sweep(model, clean, corrupted, metric, component="z", batch_size=args.batch_size,
                                last_position_only=True, layers=[args.layer])
@@ -133,11 +144,18 @@ def main() -> None:
            "tl_measured_layer": args.layer, "tl_measured_positions": positions, "tl_measured_patches": n_part,
            "tl_measured_s": tl_part_s, "tl_per_patch_s": per_patch, "tl_all_patches_s": tl_all_s,
            "one_forward_s": {"scalpel": fwd["scalpel"], "hf_sdpa": fwd["hf"], "tl_bridge": fwd["tl"]},
+           "scalpel_forward_samples": len(times["scalpel"]),
            "tl_per_patch_scalpel_forwards": per_patch / fwd["scalpel"],
            "tl_all_patches_scalpel_forward_equivalents": tl_all_s / fwd["scalpel"],
            "max_abs_score_diff_vs_scalpel": max_diff, "max_abs_logits_diff_tl_vs_hf": logits_tl_vs_hf,
            "max_abs_logits_diff_tl_vs_scalpel": logits_tl_vs_scalpel,
            "loadavg_1min_before_after": [load_before, load_after]}
+    # The same forward-equivalents at the forward speed bench_patching.py measured (its table).
+    ref_json = REPO / "docs" / "results" / "bench_patching.json"
+    if ref_json.exists():
+        ref_fwd = json.loads(ref_json.read_text())["one_forward_s"]
+        res["bench_patching_one_forward_s"] = ref_fwd
+        res["tl_all_patches_s_at_bench_patching_forward_speed"] = tl_all_s / fwd["scalpel"] * ref_fwd
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
     print(json.dumps(res, indent=2))

@@ -168,8 +168,8 @@ std::string gguf_hf_config_json(const GGUFFile& f) {
   return c.dump(2);
 }
 
-std::string gguf_hf_tensor_name(const GGUFFile& f, const std::string& name) {
-  const GGUFArch& a = find_arch(f);
+namespace {
+std::string hf_tensor_name(const GGUFFile& f, const GGUFArch& a, const std::string& name) {
   static const std::map<std::string, std::string> global = {
       {"token_embd.weight", "model.embed_tokens.weight"},
       {"output_norm.weight", "model.norm.weight"},
@@ -204,17 +204,20 @@ std::string gguf_hf_tensor_name(const GGUFFile& f, const std::string& name) {
   throw UnknownName(detail::expected_got(f.path() + ": tensor \"" + name + "\"", "a tensor of the " + std::string(a.gguf) + " mapping",
                                          "unknown", "nearest: " + detail::join_names(detail::nearest_names(name, known))));
 }
+}  // namespace
+
+std::string gguf_hf_tensor_name(const GGUFFile& f, const std::string& name) { return hf_tensor_name(f, find_arch(f), name); }
 
 std::vector<std::pair<std::string, at::Tensor>> gguf_hf_state_dict(const GGUFFile& f, c10::ScalarType dtype) {
   if (dtype != at::kFloat && dtype != at::kBFloat16)
     throw InvalidArgument(detail::expected_got("dtype", "float32 or bfloat16", c10::toString(dtype)));
   const GGUFArch& a = find_arch(f);
-  const auto cfg = json::parse(gguf_hf_config_json(f));
-  const int64_t n_heads = cfg["num_attention_heads"], n_kv = cfg["num_key_value_heads"];
+  const Meta m{f, a.gguf};
+  const int64_t n_heads = m.integer("attention.head_count"), n_kv = m.integer("attention.head_count_kv", n_heads);
   std::vector<std::pair<std::string, at::Tensor>> out;
   Progress progress("dequantizing " + fs::path(f.path()).filename().string(), static_cast<int64_t>(f.tensors().size()));
   for (const auto& info : f.tensors()) {
-    const std::string hf = gguf_hf_tensor_name(f, info.name);
+    const std::string hf = hf_tensor_name(f, a, info.name);
     const bool is_norm = info.name.size() >= 11 && info.name.compare(info.name.size() - 11, 11, "norm.weight") == 0;
     const bool q = info.name.find(".attn_q.") != std::string::npos, k = info.name.find(".attn_k.") != std::string::npos;
     const bool fix = (a.gemma_norms && is_norm) || (a.permuted_qk && (q || k));

@@ -6,18 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from scalpel.mainjob import shared_dir  # $SCALPEL_SHARED, else ../shared beside the repo
+
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _shared() -> Path | None:
-    env = os.environ.get("SCALPEL_SHARED")
-    for cand in ([Path(env)] if env else []) + [REPO.parent / "shared"]:
-        if cand.is_dir():
-            return cand
-    return None
-
-
-SHARED = _shared()
+SHARED = shared_dir()
 
 
 @pytest.fixture(scope="session")
