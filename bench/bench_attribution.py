@@ -6,7 +6,8 @@ Cost: on a random-weight model of Qwen2.5-0.5B's shape (24 layers, 14 heads,
 config from ../shared/tokenizers), 32 tokens, float32: one forward pass vs
 attribution_patch of every head's z at every position (10,752 estimates), and
 AtP* (qk_fix) of every key head x position — each as forward-equivalents
-(median of --repeats runs).
+(median of --repeats runs; the metric reads the last position, so both
+unembed only it, like bench_patching.py's exact sweep).
 Accuracy: TinyStories-656K (../shared/models), the 32 name-copying pairs of
 data/pairs/tinystories_name_copy.jsonl (first --pairs): Spearman and mean abs
 error (fraction of each pair's gap) of AtP and AtP* against exact patching of
@@ -70,9 +71,11 @@ def main() -> None:
     with torch.no_grad():
         model(clean)
         forward_s = _timed(lambda: model(clean), args.repeats)
-    atp_s = _timed(lambda: scalpel.attribution_patch(model, clean, corrupted, metric, component="z"), args.repeats)
-    star_s = _timed(lambda: scalpel.attribution_patch(model, clean, corrupted, metric, component="k", qk_fix=True),
-                    args.repeats)
+    # the metric reads the last position: unembed only it, as bench_patching.py's exact sweep does
+    atp_s = _timed(lambda: scalpel.attribution_patch(model, clean, corrupted, metric, component="z",
+                                                     last_position_only=True), args.repeats)
+    star_s = _timed(lambda: scalpel.attribution_patch(model, clean, corrupted, metric, component="k", qk_fix=True,
+                                                      last_position_only=True), args.repeats)
     heads, layers = model.config.n_heads, model.config.n_layers
     res["cost"] = {"model": "random Qwen2.5-0.5B shape", "tokens": args.tokens, "forward_s": forward_s,
                    "atp_z_s": atp_s, "atp_z_forward_equivalents": atp_s / forward_s,

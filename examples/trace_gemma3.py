@@ -78,7 +78,8 @@ def main() -> None:
             hs, ns = metric(model(src)).item(), metric(model(tgt)).item()
         row = dict(harmful=harmful, harmless=harmless, src=src, tgt=tgt, harmful_metric=hs, harmless_metric=ns)
         (pairs if hs - ns > 0.1 else skipped).append(row if hs - ns > 0.1 else (harmful, harmless, f"gap {hs - ns:+.2f}"))
-    print(f"{len(pairs)} pairs show the behaviour, {len(skipped)} set aside; {src.shape[1]} tokens each", flush=True)
+    lengths = sorted(r["src"].shape[1] for r in pairs)
+    print(f"{len(pairs)} pairs show the behaviour, {len(skipped)} set aside; {lengths[0]}-{lengths[-1]} tokens", flush=True)
     find, held = pairs[0::2], pairs[1::2]
     L, H = model.config.n_layers, model.config.n_heads
 
@@ -122,7 +123,8 @@ def main() -> None:
     texts = _wikitext(tok, 4, 64)
     val = scalpel.validate_circuit(model, circuit, [r["src"] for r in held], [r["tgt"] for r in held], metric,
                                    texts, component="z", random_sets=5, batch_size=6, last_position_only=True)
-    # 5. Mean ablation in the harmful runs: the circuit set to its mean over the harmless runs.
+    # 5. Mean ablation in the harmful runs: the circuit set to its mean over the harmless runs (one
+    # mean over all positions: the pairs differ in length, 211-214 tokens).
     abl = scalpel.ablate_sets(model, [r["src"] for r in held], metric, "z", [[], circuit], kind="mean",
                               reference=[r["tgt"] for r in held], last_position_only=True)
     harmless_mean = sum(r["harmless_metric"] for r in held) / len(held)
@@ -130,7 +132,7 @@ def main() -> None:
 
     top = sorted(((mean["z"][l, h].item(), l, h) for l in range(L) for h in range(H)), reverse=True)[:6]
     report = {
-        "model": args.model or "gemma3-270m (packaged GGUF)", "tokens_per_prompt": n,
+        "model": args.model or "gemma3-270m (packaged GGUF)", "tokens_per_prompt": [lengths[0], lengths[-1]],
         "pairs_used": [{k: v for k, v in p.items() if k not in ("src", "tgt")} for p in pairs],
         "pairs_set_aside": skipped, "attn_out_by_layer": mean["attn_out"].tolist(),
         "mlp_out_by_layer": mean["mlp_out"].tolist(), "z_by_head": mean["z"].tolist(),
@@ -147,7 +149,7 @@ def main() -> None:
     md = [
         "# Causal tracing on Gemma 3 270M: what makes it refuse in context", "",
         f"Base model, six in-context chat examples (harmful → refusal, harmless → answer), then a new request "
-        f"({n} tokens). Metric: logit(\"I\") − logit(\"Sure\") at the first answer position. {len(pairs)} of "
+        f"({lengths[0]}–{lengths[-1]} tokens). Metric: logit(\"I\") − logit(\"Sure\") at the first answer position. {len(pairs)} of "
         f"{len(spec['pairs'])} pairs show the behaviour (harmful above harmless); {len(find)} to find, "
         f"{len(held)} held out.", "",
         f"Mean metric, first half: harmful {circ.source_mean:+.3f}, harmless {circ.target_mean:+.3f} "
@@ -163,12 +165,12 @@ def main() -> None:
         f"| circuit patched: gap recovered | {val.recovered:.3f} |",
         f"| everything but the circuit patched | {val.complement_recovered:.3f} |",
         f"| random sets of {len(circuit)} heads (mean of 5) | {val.random_recovered:.3f} |",
-        f"| circuit set to its mean over harmful runs | {val.mean_patched_recovered:.3f} |",
+        f"| circuit set to its mean over the harmful runs' positions | {val.mean_patched_recovered:.3f} |",
         f"| WikiText-2 ({val.text_tokens} tokens): KL per token, circuit edit / random sets' edit | "
         f"{val.kl:.4f} / {val.random_kl:.4f} |",
         f"| WikiText-2 perplexity: unedited → circuit edit (random sets' edit) | {val.perplexity:.2f} → "
         f"{val.edited_perplexity:.2f} ({val.random_edited_perplexity:.2f}) |",
-        f"| harmful runs, circuit mean-ablated (mean over harmless runs): metric | {abl[0].item():+.3f} → "
+        f"| harmful runs, circuit set to its mean over the harmless runs' positions: metric | {abl[0].item():+.3f} → "
         f"{abl[1].item():+.3f} (harmless runs {harmless_mean:+.3f}) |", "",
         f"Total time {seconds / 60:.1f} min. Figures: `layers-and-heads.png`, `pair0-resid_pre-per-position.png`, "
         "`pair0-z-per-position.png`.",
@@ -202,6 +204,7 @@ def _layers_heads_figure(mean, path):
     x = torch.arange(L).float()
     axes[0].bar(x - 0.2, mean["attn_out"], width=0.4, label="attention output")
     axes[0].bar(x + 0.2, mean["mlp_out"], width=0.4, label="MLP output")
+    axes[0].set_xticks(range(L))
     axes[0].set_xlabel("layer")
     axes[0].set_ylabel("fraction of the gap recovered")
     axes[0].set_title("patching one layer's output (all positions)", fontsize=9)

@@ -39,9 +39,8 @@ BackwardHookFn wrap_backward_hook(py::object fn) {
 }  // namespace
 
 void bind_model(py::module_& m) {
-  auto forward = [](Transformer& t, const at::Tensor& tokens, const std::optional<at::Tensor>& mask) {
-    return t.forward(tokens, mask.value_or(at::Tensor()));
-  };
+  auto forward = [](Transformer& t, const at::Tensor& tokens, const std::optional<at::Tensor>& mask,
+                    bool last_position_only) { return t.forward(tokens, mask.value_or(at::Tensor()), last_position_only); };
   py::enum_<NormKind>(m, "NormKind").value("RMSNorm", NormKind::RMSNorm).value("LayerNorm", NormKind::LayerNorm);
   py::enum_<Activation>(m, "Activation")
       .value("SiLU", Activation::SiLU).value("GELU", Activation::GELU)
@@ -147,9 +146,10 @@ void bind_model(py::module_& m) {
         return py::module_::import("torch").attr(t.dtype() == at::kBFloat16 ? "bfloat16" : "float32");
       })
       .def("forward", forward, py::arg("tokens"), py::arg("attention_mask") = py::none(),
-           py::call_guard<py::gil_scoped_release>(), "tokens [batch, pos] -> logits [batch, pos, vocab] (float32)")
+           py::arg("last_position_only") = false, py::call_guard<py::gil_scoped_release>(),
+           "tokens [batch, pos] -> logits [batch, pos, vocab] (float32); last_position_only: [batch, 1, vocab]")
       .def("__call__", forward, py::arg("tokens"), py::arg("attention_mask") = py::none(),
-           py::call_guard<py::gil_scoped_release>())
+           py::arg("last_position_only") = false, py::call_guard<py::gil_scoped_release>())
       .def(
           "forward_from",
           [](Transformer& t, int64_t layer, const at::Tensor& resid_pre, const std::optional<at::Tensor>& mask,

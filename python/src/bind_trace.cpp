@@ -121,16 +121,16 @@ void bind_trace(py::module_& m) {
       "attribution_patch",
       [=](Transformer& model, const at::Tensor& source, const at::Tensor& target, py::function metric,
           const std::string& component, bool per_position, std::vector<int64_t> layers, std::vector<int64_t> positions,
-          bool qk_fix) {
+          bool qk_fix, bool last_position_only) {
         auto mt = to_metric(std::move(metric));
-        auto o = options(component, per_position, 1, std::move(layers), false, std::move(positions));
+        auto o = options(component, per_position, 1, std::move(layers), last_position_only, std::move(positions));
         o.qk_fix = qk_fix;
         py::gil_scoped_release release;
         return attribution_patch(model, source, target, mt, o);
       },
       py::arg("model"), py::arg("source"), py::arg("target"), py::arg("metric"), py::arg("component") = "z",
       py::arg("per_position") = true, py::arg("layers") = std::vector<int64_t>{},
-      py::arg("positions") = std::vector<int64_t>{}, py::arg("qk_fix") = false,
+      py::arg("positions") = std::vector<int64_t>{}, py::arg("qk_fix") = false, py::arg("last_position_only") = false,
       "First-order estimate of every patch of the sweep (attribution patching): one source forward, "
       "one target forward + backward. Same layout as patch_sweep. qk_fix (component q or k): AtP*'s "
       "exact attention pattern, linearized only after the softmax.");

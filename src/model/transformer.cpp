@@ -567,11 +567,11 @@ std::pair<at::Tensor, at::Tensor> positions_and_mask(const at::Tensor& attention
 }
 }  // namespace
 
-at::Tensor Transformer::forward(const at::Tensor& tokens_in, const at::Tensor& attention_mask) {
+at::Tensor Transformer::forward(const at::Tensor& tokens_in, const at::Tensor& attention_mask, bool last_position_only) {
   impl_->check_tokens(tokens_in);
   auto tokens = tokens_in.to(at::kLong);
   auto [positions, key_mask] = positions_and_mask(attention_mask, tokens.size(0), tokens.size(1));
-  return impl_->run(tokens, positions, key_mask, nullptr);
+  return impl_->run(tokens, positions, key_mask, nullptr, last_position_only);
 }
 
 at::Tensor Transformer::forward_from(int64_t layer, const at::Tensor& resid_pre, const at::Tensor& attention_mask,

@@ -110,8 +110,7 @@ at::Tensor replace_sets(Transformer& model, const std::vector<at::Tensor>& promp
         auto x = target_cache.at(resid[static_cast<size_t>(first)]).expand({rows, -1, -1}).contiguous();
         logits = model.forward_from(first, x, {}, last_position_only);
       } else {
-        logits = model.forward(prompts[i].expand({rows, -1}).contiguous());
-        if (last_position_only) logits = logits.narrow(1, logits.size(1) - 1, 1);
+        logits = model.forward(prompts[i].expand({rows, -1}).contiguous(), {}, last_position_only);
       }
       out[static_cast<int64_t>(i)].narrow(0, start, rows).copy_(metric(logits, i, start, rows));
       progress.update(rows);
@@ -300,8 +299,7 @@ CircuitValidation validate_circuit(Transformer& model, const std::vector<Circuit
   {
     at::NoGradGuard no_grad;
     for (size_t i = 0; i < sources.size(); ++i) {
-      auto logits = model.forward(sources[i]);
-      if (o.last_position_only) logits = logits.narrow(1, logits.size(1) - 1, 1);
+      auto logits = model.forward(sources[i], {}, o.last_position_only);
       v.source_mean += detail::score_rows(metric[i], logits, 1).item<double>();
     }
   }

@@ -237,6 +237,6 @@ def test_last_position_only_gives_the_same_numbers(task):
         if last:
             assert torch.allclose(got, ref[0], atol=1e-5) and torch.allclose(abl, ref[1], atol=1e-5)
             assert circ.circuit == ref[2].circuit and torch.allclose(circ.curve, ref[2].curve, atol=1e-5)
-            assert val.recovered == pytest.approx(ref[3].recovered, abs=1e-5)
+            assert val.recovered == pytest.approx(ref[3].recovered, rel=1e-4, abs=1e-5)  # a small gap amplifies rounding
             assert val.mean_patched_mean == pytest.approx(ref[3].mean_patched_mean, abs=1e-5)
         ref = (got, abl, circ, val)

@@ -114,6 +114,14 @@ def test_last_position_only_gives_the_same_scores(model):
     full = scalpel.patch_sweep(model, clean, corrupted, _metric, component="z")
     last = scalpel.patch_sweep(model, clean, corrupted, _metric, component="z", last_position_only=True)
     assert (full.scores - last.scores).abs().max().item() < 1e-5
+    for comp, kw in [("z", {}), ("k", {"qk_fix": True})]:
+        a = scalpel.attribution_patch(model, clean, corrupted, _metric, component=comp, **kw)
+        b = scalpel.attribution_patch(model, clean, corrupted, _metric, component=comp, last_position_only=True, **kw)
+        assert (a.scores - b.scores).abs().max().item() < 1e-5
+        assert a.source_score == pytest.approx(b.source_score, abs=1e-5)
+    logits = model(corrupted)
+    one = model(corrupted, last_position_only=True)
+    assert one.shape == (1, 1, logits.shape[-1]) and torch.allclose(one[:, 0], logits[:, -1], atol=1e-5)
 
 
 @pytest.mark.parametrize("component,per_position", [("z", True), ("z", False), ("resid_pre", True), ("mlp_out", False),

@@ -88,7 +88,8 @@ class Transformer {
   /// tokens [batch, pos] (int64) -> logits [batch, pos, vocab] (float32).
   /// attention_mask [batch, pos] (1 = token, 0 = left padding); position ids
   /// follow the mask, so a padded row gives the logits of the unpadded one.
-  at::Tensor forward(const at::Tensor& tokens, const at::Tensor& attention_mask = {});
+  /// last_position_only: unembed the last position only (logits [batch, 1, vocab]).
+  at::Tensor forward(const at::Tensor& tokens, const at::Tensor& attention_mask = {}, bool last_position_only = false);
 
   /// The forward pass from block `layer` on: `resid_pre` [batch, pos, d_model]
   /// is the residual stream entering that block (the value of

@@ -84,7 +84,7 @@ SweepResult patch_sweep_naive(Transformer& model, const at::Tensor& source, cons
 /// sweep at once, metric(target) + Σ (source − target activation) · ∂metric/∂activation,
 /// from one forward pass of the source and one forward + backward pass of the
 /// target (≈ 3 forward-equivalents). Same result layout as patch_sweep
-/// (batch_size and last_position_only are ignored). The metric must be
+/// (batch_size is ignored; last_position_only unembeds only the last position). The metric must be
 /// differentiable (torch operations on the logits).
 SweepResult attribution_patch(Transformer& model, const at::Tensor& source, const at::Tensor& target,
                               const Metric& metric, const SweepOptions& options = {});
