@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from patching_task import patching_pair, save_random_qwen
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -45,7 +47,6 @@ def main() -> None:
     ap.add_argument("--out", default=str(REPO / "docs" / "results" / "bench_attribution.json"))
     args = ap.parse_args()
     import torch
-    import transformers
 
     import scalpel
 
@@ -54,19 +55,10 @@ def main() -> None:
     res = {"threads": args.threads}
 
     # Cost, in forward passes of the same model on the same tokens.
-    cfg = transformers.AutoConfig.from_pretrained(Path(args.shared) / "tokenizers" / "qwen2.5-0.5b-instruct")
     with tempfile.TemporaryDirectory() as tmp:
-        torch.manual_seed(0)
-        transformers.AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).save_pretrained(tmp)
+        cfg = save_random_qwen(args.shared, tmp)
         model = scalpel.load(tmp, dtype="float32")
-    g = torch.Generator().manual_seed(0)
-    clean = torch.randint(0, cfg.vocab_size, (1, args.tokens), generator=g)
-    corrupted = clean.clone()
-    corrupted[0, args.tokens // 2] = (clean[0, args.tokens // 2] + 1) % cfg.vocab_size
-    a, b = int(clean[0, -1]), int(clean[0, 0])
-
-    def metric(logits):
-        return logits[:, -1, a] - logits[:, -1, b]
+    clean, corrupted, metric = patching_pair(cfg.vocab_size, args.tokens)
 
     with torch.no_grad():
         model(clean)

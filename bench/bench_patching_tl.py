@@ -44,6 +44,8 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
 
+from patching_task import patching_pair, save_random_qwen
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "python"))
 
@@ -70,26 +72,17 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     scalpel.set_log_level("warn")
     tok_dir = Path(args.shared) / "tokenizers" / "qwen2.5-0.5b-instruct"
-    cfg = transformers.AutoConfig.from_pretrained(tok_dir)
     tokenizer = transformers.AutoTokenizer.from_pretrained(tok_dir)
     with tempfile.TemporaryDirectory() as tmp:
-        torch.manual_seed(0)
-        transformers.AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).save_pretrained(tmp)
+        cfg = save_random_qwen(args.shared, tmp)
         model = scalpel.load(tmp, dtype="float32")
         hf = transformers.AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32).eval()
         bridge = TransformerBridge.boot_transformers(tmp, tokenizer=tokenizer, dtype=torch.float32, device="cpu")
     bridge.eval()
-    g = torch.Generator().manual_seed(0)
-    clean = torch.randint(0, cfg.vocab_size, (1, args.tokens), generator=g)
-    corrupted = clean.clone()
-    corrupted[0, args.tokens // 2] = (clean[0, args.tokens // 2] + 1) % cfg.vocab_size
-    a, b = int(clean[0, -1]), int(clean[0, 0])
-
-    def metric(logits):  # scalpel: [variants, pos, vocab] -> [variants]
-        return logits[:, -1, a] - logits[:, -1, b]
+    clean, corrupted, metric = patching_pair(cfg.vocab_size, args.tokens)  # scalpel: [variants, pos, vocab] -> [variants]
 
     def tl_metric(logits):  # TL (reduce="scalar"): [1, pos, vocab] -> scalar
-        return (logits[:, -1, a] - logits[:, -1, b]).sum()
+        return metric(logits).sum()
 
     n_layers, heads = cfg.num_hidden_layers, cfg.num_attention_heads
     with torch.no_grad():
