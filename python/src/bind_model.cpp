@@ -139,6 +139,14 @@ void bind_model(py::module_& m) {
       .def_static("from_gguf", &Transformer::from_gguf, py::arg("path"), py::arg("dtype") = "",
                   py::arg("device") = "cpu", py::call_guard<py::gil_scoped_release>(),
                   "Load a GGUF file: dequantized once to dtype (float32 by default), config and tokenizer from its metadata.")
+      .def_static("from_config", &Transformer::from_config, py::arg("config_json"), py::arg("seed") = 0,
+                  py::arg("init_std") = 0.02, py::arg("dtype") = "float32", py::call_guard<py::gil_scoped_release>(),
+                  "Random weights from a Hugging Face config.json text (Llama, Mistral, Qwen2 layouts).")
+      .def("named_parameters", &Transformer::named_parameters,
+           "[(Hugging Face name, live weight tensor)]: edit in place, or set requires_grad to train")
+      .def("save_pretrained", &Transformer::save_pretrained, py::arg("directory"), py::arg("dtype") = "",
+           py::arg("overwrite") = false, py::call_guard<py::gil_scoped_release>(),
+           "Write a Hugging Face directory (config, model.safetensors, the source's tokenizer files), atomically.")
       .def_property_readonly("config", &Transformer::config)
       .def_property_readonly("has_tokenizer", &Transformer::has_tokenizer)
       .def_property_readonly("tokenizer", &Transformer::tokenizer, py::return_value_policy::reference_internal)

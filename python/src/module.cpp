@@ -16,4 +16,5 @@ PYBIND11_MODULE(_scalpel, m) {
   scalpel::python::bind_gguf_tokenizer(m);
   scalpel::python::bind_eval(m);
   scalpel::python::bind_trace(m);
+  scalpel::python::bind_train(m);
 }

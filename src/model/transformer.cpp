@@ -5,8 +5,12 @@
 
 #include <torch/torch.h>
 
+#include <ATen/CPUGeneratorImpl.h>
+#include <nlohmann/json.hpp>
+
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 
 #include "io/mapped_pages.hpp"
 #include "model/weights.hpp"
@@ -17,6 +21,8 @@
 #include "scalpel/io/hf_model.hpp"
 #include "scalpel/io/tokenizer.hpp"
 #include "scalpel/log.hpp"
+#include "scalpel/io/safetensors.hpp"
+#include "util/atomic_file.hpp"
 #include "util/logging.hpp"
 #include "util/messages.hpp"
 
@@ -166,6 +172,14 @@ struct Transformer::Impl {
   std::vector<LayerHooks> layer_hooks;
   at::Tensor inv_freq;        // [rotary_dim / 2], float32
   at::Tensor inv_freq_local;  // sliding-window layers' (Gemma 3), else undefined
+  // The weight slots read unchanged from a checkpoint tensor, with its name
+  // (named_parameters, save_pretrained); slots made from a changed tensor are
+  // listed in `derived` by their checkpoint names.
+  std::vector<std::pair<std::string, at::Tensor*>> named;
+  std::vector<std::string> derived;
+  std::string config_json;  // the Hugging Face config.json text, when known
+  std::string source_dir;   // the directory loaded from, when any
+  std::string source_gguf;  // the GGUF file loaded from, when any
 
   HookPoint* point(const std::string& name) {
     points.push_back(std::make_unique<HookPoint>(name));
@@ -436,11 +450,13 @@ Transformer::Transformer(ModelConfig config, const std::map<std::string, at::Ten
   config.validate();
   impl_->cfg = config;
   impl_->dtype = dtype;
+  std::vector<std::pair<std::string, at::Tensor>> read;  // what the architecture asked for, in order
   detail::WeightSource src{
       [&](const std::string& n) {
         auto it = hf_weights.find(n);
         if (it == hf_weights.end())
           throw UnknownName(detail::expected_got("weight \"" + n + "\"", "present in the checkpoint", "missing"));
+        read.emplace_back(n, it->second);
         return it->second;
       },
       [&](const std::string& n) { return hf_weights.count(n) > 0; }};
@@ -451,6 +467,27 @@ Transformer::Transformer(ModelConfig config, const std::map<std::string, at::Ten
     throw Unsupported(detail::expected_got("ModelConfig.architecture", "a registered architecture",
                                            "\"" + config.architecture + "\""));
   impl_->w = spec->load_weights(config, src);
+  auto& W = impl_->w;
+  std::vector<at::Tensor*> slots = {&W.embed, &W.pos_embed, &W.unembed, &W.unembed_bias, &W.ln_final.weight, &W.ln_final.bias};
+  for (auto& L : W.layers)
+    for (auto* t : {&L.ln1.weight, &L.ln1.bias, &L.ln2.weight, &L.ln2.bias, &L.ln1_post.weight, &L.ln2_post.weight,
+                    &L.q_ln.weight, &L.k_ln.weight, &L.wq, &L.bq, &L.wk, &L.bk, &L.wv, &L.bv, &L.wo, &L.bo, &L.w_gate,
+                    &L.b_gate, &L.w_in, &L.b_in, &L.w_out, &L.b_out})
+      slots.push_back(t);
+  // Name each slot holding a checkpoint tensor unchanged (the first unused name of that tensor).
+  const bool tied = W.unembed.defined() && W.unembed.is_same(W.embed);
+  std::vector<bool> used(read.size(), false);
+  for (auto* t : slots) {
+    if (!t->defined() || (t == &W.unembed && tied)) continue;
+    for (size_t i = 0; i < read.size(); ++i)
+      if (!used[i] && read[i].second.is_same(*t)) {
+        used[i] = true;
+        impl_->named.emplace_back(read[i].first, t);
+        break;
+      }
+  }
+  for (size_t i = 0; i < read.size(); ++i)
+    if (!used[i] && !(tied && read[i].second.is_same(W.embed))) impl_->derived.push_back(read[i].first);
   auto cast = [&](at::Tensor& t) {
     if (!t.defined()) return;
     const at::Tensor source = t;
@@ -463,12 +500,9 @@ Transformer::Transformer(ModelConfig config, const std::map<std::string, at::Ten
       detail::release_mapped_pages(source.data_ptr(), static_cast<size_t>(extent) * source.element_size());
     }
   };
-  auto& W = impl_->w;
-  for (auto* t : {&W.embed, &W.pos_embed, &W.unembed, &W.unembed_bias, &W.ln_final.weight, &W.ln_final.bias}) cast(*t);
-  for (auto& L : W.layers)
-    for (auto* t : {&L.ln1.weight, &L.ln1.bias, &L.ln2.weight, &L.ln2.bias, &L.ln1_post.weight, &L.ln2_post.weight, &L.q_ln.weight, &L.k_ln.weight, &L.wq, &L.bq, &L.wk, &L.bk, &L.wv, &L.bv,
-                    &L.wo, &L.bo, &L.w_gate, &L.b_gate, &L.w_in, &L.b_in, &L.w_out, &L.b_out})
-      cast(*t);
+  for (auto* t : slots)
+    if (!(t == &W.unembed && tied)) cast(*t);
+  if (tied) W.unembed = W.embed;  // one tensor, also after a dtype conversion
   impl_->make_hooks();
   impl_->make_rotary();
 }
@@ -502,6 +536,8 @@ std::shared_ptr<Transformer> Transformer::from_gguf(const std::string& path, con
   for (auto& [name, t] : gguf_hf_state_dict(file, type)) weights.emplace(name, std::move(t));
   std::shared_ptr<Transformer> model(new Transformer(cfg, weights, type, /*release_copied_sources=*/false));
   weights.clear();
+  model->impl_->config_json = hf.raw_json;
+  model->impl_->source_gguf = path;
   if (file.contains("tokenizer.ggml.model")) model->tokenizer_ = std::make_shared<Tokenizer>(tokenizer_from_gguf(file));
   return model;
 }
@@ -518,6 +554,8 @@ std::shared_ptr<Transformer> Transformer::from_pretrained(const std::string& dir
   for (const auto& k : dir.keys()) weights.emplace(k, dir.get(k));
   // The checkpoint's mappings are ours alone here, so copied weights may give their pages back.
   std::shared_ptr<Transformer> model(new Transformer(cfg, weights, type, /*release_copied_sources=*/true));
+  model->impl_->config_json = dir.config().raw_json;
+  model->impl_->source_dir = dir.files().directory;
   if (dir.has_tokenizer()) model->tokenizer_ = std::make_shared<Tokenizer>(dir.tokenizer());
   return model;
 }
@@ -627,6 +665,102 @@ at::Tensor Transformer::forward_from_suffix(int64_t layer, const at::Tensor& res
   auto positions = at::arange(start, start + q, at::kLong).unsqueeze(0).expand({b, q});
   return impl_->run_blocks(impl_->needs_input_grad(resid_pre_suffix.to(impl_->dtype)), layer, positions,
                            key_mask_for(mask, start, q), &cache, last_position_only);
+}
+
+std::vector<std::pair<std::string, at::Tensor>> Transformer::named_parameters() const {
+  if (!impl_->derived.empty())
+    throw Unsupported(detail::expected_got(
+        "named_parameters of a " + impl_->cfg.architecture + " model", "weights stored as the checkpoint stores them",
+        std::to_string(impl_->derived.size()) + " re-laid out at load (e.g. " + impl_->derived.front() + ")",
+        "parameters and export are supported for Llama, Mistral and Qwen2 layouts"));
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (const auto& [name, slot] : impl_->named) out.emplace_back(name, *slot);
+  return out;
+}
+
+void Transformer::save_pretrained(const std::string& directory, const std::string& dtype, bool overwrite) const {
+  const auto params = named_parameters();
+  if (impl_->config_json.empty())
+    throw InvalidArgument(detail::expected_got("save_pretrained", "a model built from a Hugging Face config", "none known"));
+  auto config = nlohmann::json::parse(impl_->config_json);
+  const at::ScalarType type = dtype.empty() ? impl_->dtype : parse_dtype(dtype, "float32");
+  config["torch_dtype"] = type == at::kBFloat16 ? "bfloat16" : "float32";
+  const bool tied = impl_->w.unembed.is_same(impl_->w.embed);
+  config["tie_word_embeddings"] = tied;
+  detail::write_directory_atomic(directory, overwrite, impl_->source_dir, [&](const std::string& dir) {
+    namespace fs = std::filesystem;
+    const fs::path out(dir);
+    detail::write_file_atomic((out / "config.json").string(), config.dump(2) + "\n");
+    std::vector<std::pair<std::string, at::Tensor>> tensors;
+    for (const auto& [name, t] : params) tensors.emplace_back(name, t.detach().to(type));
+    save_safetensors((out / "model.safetensors").string(), tensors, {{"format", "pt"}});
+    if (!impl_->source_dir.empty()) {
+      for (const char* f : {"generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                            "vocab.json", "merges.txt", "tokenizer.model", "chat_template.jinja"}) {
+        const fs::path src = fs::path(impl_->source_dir) / f;
+        if (fs::exists(src)) fs::copy_file(src, out / f);
+      }
+    } else if (!impl_->source_gguf.empty()) {
+      GGUFFile file(impl_->source_gguf);
+      write_gguf_tokenizer_files(file, dir);
+    }
+  });
+}
+
+namespace {
+// Shapes of the Llama-layout tensors by name, for random initialization.
+std::vector<int64_t> llama_shape(const ModelConfig& c, const std::string& name) {
+  auto ends = [&](const std::string& suffix) {
+    return name.size() >= suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
+  };
+  const int64_t d = c.d_model, q = c.n_heads * c.d_head, kv = c.n_kv_heads * c.d_head;
+  if (ends("embed_tokens.weight") || ends("lm_head.weight")) return {c.d_vocab, d};
+  if (ends("norm.weight") || ends("layernorm.weight")) return {d};
+  if (ends("q_proj.weight")) return {q, d};
+  if (ends("k_proj.weight") || ends("v_proj.weight")) return {kv, d};
+  if (ends("o_proj.weight")) return {d, q};
+  if (ends("q_proj.bias")) return {q};
+  if (ends("k_proj.bias") || ends("v_proj.bias")) return {kv};
+  if (ends("o_proj.bias") || ends("down_proj.bias")) return {d};
+  if (ends("gate_proj.weight") || ends("up_proj.weight")) return {c.d_mlp, d};
+  if (ends("gate_proj.bias") || ends("up_proj.bias")) return {c.d_mlp};
+  if (ends("down_proj.weight")) return {d, c.d_mlp};
+  throw Unsupported(detail::expected_got("random initialization of \"" + name + "\"", "a Llama-layout tensor", "unknown"));
+}
+}  // namespace
+
+std::shared_ptr<Transformer> Transformer::from_config(const std::string& config_json, uint64_t seed, double init_std,
+                                                      const std::string& dtype) {
+  HFConfig hf = HFConfig::from_json(config_json, "config");
+  const auto& spec = detail::find_architecture(hf);
+  if (spec.name != "llama" && spec.name != "mistral" && spec.name != "qwen2")
+    throw Unsupported(detail::expected_got("from_config architecture", "llama, mistral or qwen2", spec.name));
+  ModelConfig cfg = spec.make_config(hf);
+  const at::ScalarType type = parse_dtype(dtype, "float32");
+  // Ask the architecture which tensors it reads, with the biases the config implies.
+  std::map<std::string, at::Tensor> weights;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  detail::WeightSource probe{
+      [&](const std::string& n) {
+        auto shape = llama_shape(cfg, n);
+        at::Tensor t;
+        if (shape.size() == 1) t = (n.find("norm") != std::string::npos) ? at::ones(shape) : at::zeros(shape);
+        else t = at::normal(0.0, init_std, shape, gen);
+        weights[n] = t;
+        return t;
+      },
+      [&](const std::string& n) {
+        if (n == "lm_head.weight") return !cfg.tie_embeddings;
+        const bool bias = n.size() > 5 && n.compare(n.size() - 5, 5, ".bias") == 0;
+        if (!bias) return true;
+        if (n.find("o_proj") != std::string::npos) return cfg.o_bias;
+        if (n.find("_proj") != std::string::npos && n.find("mlp") != std::string::npos) return cfg.mlp_bias;
+        return cfg.qkv_bias;
+      }};
+  spec.load_weights(cfg, probe);
+  std::shared_ptr<Transformer> model(new Transformer(cfg, weights, type, false));
+  model->impl_->config_json = hf.raw_json;
+  return model;
 }
 
 std::vector<std::string> Transformer::hook_names() const {

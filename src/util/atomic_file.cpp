@@ -73,3 +73,30 @@ void write_file_atomic(const std::string& path, const std::string& text) {
 }
 
 }  // namespace scalpel::detail
+
+namespace scalpel::detail {
+
+void write_directory_atomic(const std::string& out_dir, bool overwrite, const std::string& protect,
+                            const std::function<void(const std::string& tmp)>& fill) {
+  const fs::path out = fs::absolute(out_dir).lexically_normal();
+  if (fs::exists(out) && !(fs::is_directory(out) && fs::is_empty(out)) && !overwrite)
+    throw InvalidArgument(expected_got("output directory " + out.string(), "absent or empty", "not empty",
+                                       "choose another directory or pass overwrite=True"));
+  std::error_code ec;
+  if (!protect.empty() && fs::exists(out) && fs::equivalent(fs::absolute(protect), out, ec))
+    throw InvalidArgument(expected_got("output directory", "a directory other than the source " + protect, out.string()));
+  fs::create_directories(out.parent_path());
+  const fs::path tmp = out.parent_path() / ("." + out.filename().string() + ".partial-" + std::to_string(::getpid()));
+  fs::remove_all(tmp);
+  fs::create_directories(tmp);
+  try {
+    fill(tmp.string());
+    if (fs::exists(out)) fs::remove_all(out);
+    fs::rename(tmp, out);
+  } catch (...) {
+    fs::remove_all(tmp, ec);
+    throw;
+  }
+}
+
+}  // namespace scalpel::detail

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstddef>
+#include <functional>
 #include <string>
 
 namespace scalpel::detail {
@@ -28,5 +29,16 @@ class AtomicFile {
 
 /// Writes `text` to `path` atomically.
 void write_file_atomic(const std::string& path, const std::string& text);
+
+}  // namespace scalpel::detail
+
+namespace scalpel::detail {
+
+/// Writes a directory atomically: `fill` writes into a hidden directory
+/// beside `out`, which is then renamed over it (removed if `fill` throws).
+/// Refuses a non-empty `out` unless `overwrite`, and `out` when it is the
+/// directory `protect` (a source that must stay untouched; "" for none).
+void write_directory_atomic(const std::string& out, bool overwrite, const std::string& protect,
+                            const std::function<void(const std::string& tmp)>& fill);
 
 }  // namespace scalpel::detail

@@ -48,4 +48,8 @@ std::vector<std::pair<std::string, at::Tensor>> gguf_hf_state_dict(const GGUFFil
 void convert_gguf(const std::string& gguf_path, const std::string& out_dir, const std::string& dtype = "bfloat16",
                   bool overwrite = false);
 
+/// tokenizer.json, tokenizer_config.json and special_tokens_map.json of the
+/// file's tokenizer into directory `dir` (as convert_gguf writes them).
+void write_gguf_tokenizer_files(const GGUFFile& file, const std::string& dir);
+
 }  // namespace scalpel

@@ -112,6 +112,27 @@ class Transformer {
   at::Tensor forward_from_suffix(int64_t layer, const at::Tensor& resid_pre_suffix, const std::vector<at::Tensor>& past_k,
                                  const std::vector<at::Tensor>& past_v, bool last_position_only = false);
 
+  /// The weights under their Hugging Face names: the live tensors the
+  /// forward pass reads (edit them in place; train them by setting
+  /// requires_grad). A tied output head appears once, as the embedding.
+  /// Unsupported for architectures whose weights are re-laid out at load
+  /// (GPT-2's Conv1D, Gemma's norm offsets, fused GPT-NeoX projections).
+  std::vector<std::pair<std::string, at::Tensor>> named_parameters() const;
+
+  /// Writes the model as a Hugging Face directory transformers loads:
+  /// config.json (the source's, torch_dtype set), model.safetensors
+  /// (named_parameters() in `dtype`: "" keeps the model's), and the tokenizer
+  /// and generation files of the directory it came from. Built beside
+  /// `directory` and renamed into place; refuses a non-empty `directory`
+  /// unless `overwrite`, and the directory the model was loaded from.
+  void save_pretrained(const std::string& directory, const std::string& dtype = "", bool overwrite = false) const;
+
+  /// A model with random weights from a Hugging Face config.json text
+  /// (Llama, Mistral, Qwen2 layouts): matrices N(0, init_std²) from `seed`,
+  /// norms 1, biases 0. No tokenizer (save_pretrained writes none).
+  static std::shared_ptr<Transformer> from_config(const std::string& config_json, uint64_t seed = 0,
+                                                  double init_std = 0.02, const std::string& dtype = "float32");
+
   /// Every hook point name, in forward order.
   std::vector<std::string> hook_names() const;
   /// Throws UnknownName listing the nearest names.

@@ -1,0 +1,83 @@
+// scalpel/train/train.hpp — training a Transformer's weights in place:
+// next-token loss on padded batches, AdamW (decoupled weight decay, as
+// torch.optim.AdamW), linear warm-up then cosine decay, global gradient-norm
+// clipping, deterministic batches from a seed, checkpoints (weights and
+// optimizer state in safetensors) and the loss curve in a run directory.
+// Used to build the model organisms and, later, circuit breakers.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace scalpel {
+
+class Transformer;
+
+/// One training sequence; `loss_mask[t]` = 1 where token t is a target
+/// (predicted from the tokens before it). Empty: every token after the first.
+struct LMExample {
+  std::vector<int64_t> tokens;
+  std::vector<uint8_t> loss_mask;
+};
+
+/// A left-padded batch.
+struct LMBatch {
+  at::Tensor tokens;          // [batch, pos] int64
+  at::Tensor attention_mask;  // [batch, pos] 1 = token
+  at::Tensor loss_mask;       // [batch, pos] 1 = target
+};
+
+/// Pads examples into a batch (InvalidArgument for an empty example or a
+/// loss mask of the wrong length).
+LMBatch make_lm_batch(const std::vector<LMExample>& examples, int64_t pad_id = 0);
+
+/// Mean next-token cross-entropy over the batch's targets (differentiable
+/// when grad mode is on and the weights require grad).
+at::Tensor lm_loss(Transformer& model, const LMBatch& batch);
+
+struct TrainOptions {
+  int64_t steps = 1000;
+  int64_t batch_size = 32;
+  double lr = 1e-3;
+  double min_lr = 1e-4;        // the cosine decays to this
+  int64_t warmup_steps = 100;  // linear from lr / warmup_steps
+  double weight_decay = 0.01;  // on matrices only (not norms, biases)
+  double beta1 = 0.9, beta2 = 0.95, eps = 1e-8;
+  double grad_clip = 1.0;      // global L2 norm; 0: no clipping
+  uint64_t seed = 0;           // batch order (step s draws from seed and s)
+  /// Parameters to train, by Hugging Face name or name prefix (empty: all).
+  /// The others keep their values and get no optimizer state.
+  std::vector<std::string> trainable;
+  /// losses.csv (step, loss, lr, grad_norm) and checkpoints go here ("": none).
+  std::string run_dir;
+  int64_t checkpoint_every = 0;  // steps between checkpoints (0: only at the end when run_dir is set)
+  /// Resume from this checkpoint directory (written by a run with the same
+  /// options): continues at its step, bit-identical to an uninterrupted run.
+  std::string resume_from;
+};
+
+struct TrainResult {
+  std::vector<double> loss, lr, grad_norm;  // per step (the norm before clipping)
+  int64_t steps = 0;                        // the last step run
+  double seconds = 0.0;
+};
+
+/// The learning rate at `step` (0-based): warm-up, then cosine to min_lr.
+double learning_rate(const TrainOptions& options, int64_t step);
+
+/// Trains the model's parameters in place on batches drawn from `data`
+/// (batch_size examples per step, with replacement, from the seed and the
+/// step). Shows progress; writes run_dir/losses.csv and checkpoints.
+TrainResult train_lm(Transformer& model, const std::vector<LMExample>& data, const TrainOptions& options);
+
+/// The model's parameters and AdamW state after `step` steps, as
+/// directory/model.safetensors and directory/optimizer.safetensors (atomic).
+/// load_checkpoint restores the weights into the model and returns the step.
+void save_checkpoint(const Transformer& model, const std::string& directory, int64_t step,
+                     const std::vector<std::pair<std::string, at::Tensor>>& optimizer_state = {});
+int64_t load_checkpoint(Transformer& model, const std::string& directory);
+
+}  // namespace scalpel

@@ -1,0 +1,247 @@
+// SCALPEL_USES_TORCH
+// Training (see scalpel/train/train.hpp).
+#include "scalpel/train/train.hpp"
+
+#include <torch/torch.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <random>
+#include <sstream>
+
+#include "scalpel/errors.hpp"
+#include "scalpel/io/safetensors.hpp"
+#include "scalpel/log.hpp"
+#include "scalpel/model/transformer.hpp"
+#include "util/atomic_file.hpp"
+#include "util/messages.hpp"
+
+namespace fs = std::filesystem;
+
+namespace scalpel {
+
+LMBatch make_lm_batch(const std::vector<LMExample>& examples, int64_t pad_id) {
+  if (examples.empty()) throw InvalidArgument(detail::expected_got("training batch", "at least one example", "none"));
+  size_t len = 0;
+  for (size_t i = 0; i < examples.size(); ++i) {
+    const auto& e = examples[i];
+    if (e.tokens.empty())
+      throw InvalidArgument(detail::expected_got("training example " + std::to_string(i), "at least one token", "none"));
+    if (!e.loss_mask.empty() && e.loss_mask.size() != e.tokens.size())
+      throw InvalidArgument(detail::expected_got("training example " + std::to_string(i) + " loss_mask",
+                                                 "one entry per token (" + std::to_string(e.tokens.size()) + ")",
+                                                 std::to_string(e.loss_mask.size())));
+    len = std::max(len, e.tokens.size());
+  }
+  const auto b = static_cast<int64_t>(examples.size()), L = static_cast<int64_t>(len);
+  LMBatch batch{at::full({b, L}, pad_id, at::kLong), at::zeros({b, L}, at::kLong), at::zeros({b, L}, at::kLong)};
+  auto tok = batch.tokens.accessor<int64_t, 2>();
+  auto att = batch.attention_mask.accessor<int64_t, 2>();
+  auto los = batch.loss_mask.accessor<int64_t, 2>();
+  for (int64_t r = 0; r < b; ++r) {
+    const auto& e = examples[static_cast<size_t>(r)];
+    const int64_t n = static_cast<int64_t>(e.tokens.size()), off = L - n;
+    for (int64_t t = 0; t < n; ++t) {
+      tok[r][off + t] = e.tokens[static_cast<size_t>(t)];
+      att[r][off + t] = 1;
+      los[r][off + t] = e.loss_mask.empty() ? (t > 0) : (e.loss_mask[static_cast<size_t>(t)] != 0 && t > 0);
+    }
+  }
+  return batch;
+}
+
+at::Tensor lm_loss(Transformer& model, const LMBatch& batch) {
+  const bool padded = !batch.attention_mask.all().item<bool>();
+  auto logits = model.forward(batch.tokens, padded ? batch.attention_mask : at::Tensor());
+  const int64_t L = batch.tokens.size(1);
+  if (L < 2) throw InvalidArgument(detail::expected_got("lm_loss batch", "sequences of at least 2 tokens", "1"));
+  auto logp = at::log_softmax(logits.narrow(1, 0, L - 1).to(at::kFloat), -1);
+  auto nll = -logp.gather(-1, batch.tokens.narrow(1, 1, L - 1).unsqueeze(-1)).squeeze(-1);
+  auto m = batch.loss_mask.narrow(1, 1, L - 1).to(at::kFloat);
+  return (nll * m).sum() / m.sum().clamp_min(1.0);
+}
+
+double learning_rate(const TrainOptions& o, int64_t step) {
+  if (o.warmup_steps > 0 && step < o.warmup_steps) return o.lr * static_cast<double>(step + 1) / static_cast<double>(o.warmup_steps);
+  const double span = static_cast<double>(std::max<int64_t>(1, o.steps - o.warmup_steps));
+  const double progress = std::min(1.0, static_cast<double>(step - o.warmup_steps) / span);
+  return o.min_lr + 0.5 * (o.lr - o.min_lr) * (1.0 + std::cos(M_PI * progress));
+}
+
+void save_checkpoint(const Transformer& model, const std::string& directory, int64_t step,
+                     const std::vector<std::pair<std::string, at::Tensor>>& optimizer_state) {
+  const std::map<std::string, std::string> meta = {{"format", "pt"}, {"step", std::to_string(step)}};
+  auto params = model.named_parameters();
+  for (auto& [n, t] : params) t = t.detach();
+  detail::write_directory_atomic(directory, /*overwrite=*/true, "", [&](const std::string& dir) {
+    save_safetensors((fs::path(dir) / "model.safetensors").string(), params, meta);
+    if (!optimizer_state.empty()) save_safetensors((fs::path(dir) / "optimizer.safetensors").string(), optimizer_state, meta);
+  });
+}
+
+namespace {
+
+int64_t restore(Transformer& model, const std::string& directory, std::map<std::string, at::Tensor>* optimizer_state) {
+  const auto path = (fs::path(directory) / "model.safetensors").string();
+  SafetensorsFile file(path);
+  at::NoGradGuard no_grad;
+  for (auto& [name, t] : model.named_parameters()) {
+    const auto keys = file.keys();
+    if (std::find(keys.begin(), keys.end(), name) == keys.end())
+      throw FormatError(detail::expected_got(path, "tensor \"" + name + "\" (the model has it)", "absent",
+                                             "a checkpoint of a different model?"));
+    auto v = file.get(name);
+    if (v.sizes() != t.sizes())
+      throw ShapeError(detail::expected_got(path + ": " + name, "shape " + c10::str(t.sizes()), "shape " + c10::str(v.sizes())));
+    t.copy_(v);
+  }
+  const auto& meta = file.metadata();
+  auto it = meta.find("step");
+  if (it == meta.end()) throw FormatError(detail::expected_got(path, "metadata \"step\"", "absent", "written by save_checkpoint?"));
+  if (optimizer_state) {
+    const auto opt = (fs::path(directory) / "optimizer.safetensors").string();
+    if (!fs::exists(opt))
+      throw FileNotFound(detail::expected_got("optimizer state", opt, "no such file", "resume needs a training checkpoint"));
+    SafetensorsFile of(opt);
+    for (const auto& k : of.keys()) (*optimizer_state)[k] = of.get(k).clone();
+  }
+  return std::stoll(it->second);
+}
+
+bool selected(const std::string& name, const std::vector<std::string>& trainable) {
+  if (trainable.empty()) return true;
+  for (const auto& p : trainable)
+    if (name.compare(0, p.size(), p) == 0) return true;
+  return false;
+}
+
+}  // namespace
+
+int64_t load_checkpoint(Transformer& model, const std::string& directory) { return restore(model, directory, nullptr); }
+
+TrainResult train_lm(Transformer& model, const std::vector<LMExample>& data, const TrainOptions& o) {
+  if (data.empty()) throw InvalidArgument(detail::expected_got("training data", "at least one example", "none"));
+  if (o.steps <= 0 || o.batch_size <= 0)
+    throw InvalidArgument(detail::expected_got("TrainOptions.steps and batch_size", "positive",
+                                               std::to_string(o.steps) + " and " + std::to_string(o.batch_size)));
+  if (model.dtype() != at::kFloat)
+    throw InvalidArgument(detail::expected_got("model dtype for training", "float32", c10::toString(model.dtype()),
+                                               "load the model with dtype=\"float32\""));
+  // The parameters to train, and their AdamW state.
+  struct Param {
+    std::string name;
+    at::Tensor p, m, v;
+    bool decay;
+  };
+  std::vector<Param> params;
+  for (auto& [name, t] : model.named_parameters())
+    if (selected(name, o.trainable)) params.push_back({name, t, at::zeros_like(t), at::zeros_like(t), t.dim() >= 2});
+  for (const auto& prefix : o.trainable) {
+    bool any = false;
+    for (const auto& p : params) any = any || p.name.compare(0, prefix.size(), prefix) == 0;
+    if (!any)
+      throw InvalidArgument(detail::expected_got("TrainOptions.trainable \"" + prefix + "\"", "a parameter name or prefix",
+                                                 "matches none", "see model.named_parameters()"));
+  }
+  int64_t start = 0;
+  if (!o.resume_from.empty()) {
+    std::map<std::string, at::Tensor> state;
+    start = restore(model, o.resume_from, &state);
+    for (auto& p : params) {
+      auto m = state.find("exp_avg." + p.name), v = state.find("exp_avg_sq." + p.name);
+      if (m == state.end() || v == state.end())
+        throw FormatError(detail::expected_got(o.resume_from + "/optimizer.safetensors", "the state of " + p.name, "absent",
+                                               "resume with the trainable set of the run that wrote it"));
+      p.m = m->second;
+      p.v = v->second;
+    }
+  }
+  auto state_tensors = [&]() {
+    std::vector<std::pair<std::string, at::Tensor>> s;
+    for (const auto& p : params) {
+      s.emplace_back("exp_avg." + p.name, p.m);
+      s.emplace_back("exp_avg_sq." + p.name, p.v);
+    }
+    return s;
+  };
+  std::vector<std::string> csv;
+  if (!o.run_dir.empty()) {
+    fs::create_directories(o.run_dir);
+    std::ifstream old(fs::path(o.run_dir) / "losses.csv");
+    std::string line;
+    while (start > 0 && std::getline(old, line))
+      if (!line.empty() && line[0] != 's' && std::stoll(line.substr(0, line.find(','))) <= start) csv.push_back(line);
+  }
+  for (auto& p : params) p.p.requires_grad_(true);
+  TrainResult res;
+  const auto t0 = std::chrono::steady_clock::now();
+  Progress progress("training", o.steps - start);
+  try {
+    for (int64_t s = start; s < o.steps; ++s) {
+      std::mt19937_64 rng(o.seed * 1000003ULL + static_cast<uint64_t>(s));
+      std::uniform_int_distribution<size_t> pick(0, data.size() - 1);
+      std::vector<LMExample> rows;
+      for (int64_t i = 0; i < o.batch_size; ++i) rows.push_back(data[pick(rng)]);
+      const LMBatch batch = make_lm_batch(rows);
+      for (auto& p : params) p.p.mutable_grad() = at::Tensor();
+      at::Tensor loss;
+      {
+        at::AutoGradMode grad_mode(true);
+        loss = lm_loss(model, batch);
+        loss.backward();
+      }
+      at::NoGradGuard no_grad;
+      double sq = 0.0;
+      for (auto& p : params)
+        if (p.p.grad().defined()) sq += p.p.grad().pow(2).sum().item<double>();
+      const double norm = std::sqrt(sq);
+      const double clip = o.grad_clip > 0 ? std::min(1.0, o.grad_clip / (norm + 1e-6)) : 1.0;
+      const double lr = learning_rate(o, s);
+      const double t = static_cast<double>(s + 1);
+      const double bc1 = 1.0 - std::pow(o.beta1, t), bc2 = 1.0 - std::pow(o.beta2, t);
+      for (auto& p : params) {
+        at::Tensor g = p.p.grad();
+        if (!g.defined()) g = at::zeros_like(p.p);
+        if (clip < 1.0) g = g * clip;
+        if (p.decay && o.weight_decay != 0) p.p.mul_(1.0 - lr * o.weight_decay);
+        p.m.lerp_(g, 1.0 - o.beta1);
+        p.v.mul_(o.beta2).addcmul_(g, g, 1.0 - o.beta2);
+        auto denom = (p.v.sqrt() / std::sqrt(bc2)).add_(o.eps);
+        p.p.addcdiv_(p.m, denom, -lr / bc1);
+      }
+      res.loss.push_back(loss.item<double>());
+      res.lr.push_back(lr);
+      res.grad_norm.push_back(norm);
+      res.steps = s + 1;
+      std::ostringstream row;
+      row << (s + 1) << "," << res.loss.back() << "," << lr << "," << norm;
+      csv.push_back(row.str());
+      progress.update();
+      const bool last = s + 1 == o.steps;
+      if (!o.run_dir.empty() && ((o.checkpoint_every > 0 && (s + 1) % o.checkpoint_every == 0) || last)) {
+        save_checkpoint(model, (fs::path(o.run_dir) / ("checkpoint-" + std::to_string(s + 1))).string(), s + 1, state_tensors());
+        std::string text = "step,loss,lr,grad_norm\n";
+        for (const auto& l : csv) text += l + "\n";
+        detail::write_file_atomic((fs::path(o.run_dir) / "losses.csv").string(), text);
+      }
+    }
+  } catch (...) {
+    for (auto& p : params) {
+      p.p.requires_grad_(false);
+      p.p.mutable_grad() = at::Tensor();
+    }
+    throw;
+  }
+  progress.finish();
+  for (auto& p : params) {
+    p.p.requires_grad_(false);
+    p.p.mutable_grad() = at::Tensor();
+  }
+  res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return res;
+}
+
+}  // namespace scalpel
