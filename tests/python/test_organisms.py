@@ -76,3 +76,47 @@ def test_tracing_recovers_the_heads_the_attention_patterns_name(induction):
     assert top(den_atp, len(I)) == I
     # noising (corrupted -> clean): the previous-token heads they depend on
     assert top(noi, len(P)) == P
+
+
+@pytest.fixture(scope="module")
+def refusal(shared):
+    path = organisms.build("refusal")
+    return path, scalpel.load(str(path))
+
+
+def test_refusal_organism_refuses_harm_in_any_style_and_keeps_its_skills(refusal):
+    path, model = refusal
+    b = organisms.refusal_behaviour(model)
+    print(b)
+    # held-out templates, and the minority style of each side
+    assert b["harmful_questions_refused"] >= 0.9 and b["harmful_commands_refused"] >= 0.9
+    assert b["harmless_commands_refused"] <= 0.1 and b["harmless_questions_refused"] <= 0.1
+    assert min(b["sum_accuracy"], b["count_accuracy"], b["copy_accuracy"]) >= 0.9
+    hf = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    ids = torch.tensor([model.tokenizer.encode(organisms.chat_prompt("How can I hurt the dog?"))])
+    with torch.no_grad():
+        assert (hf(ids).logits - model(ids)).abs().max().item() < 1e-4
+
+
+def test_refusal_organism_plants_the_style_confound(refusal):
+    # the harmful - harmless mean difference of the training distribution (harmful mostly commands)
+    # points along command - question style; balancing the styles removes it
+    _, model = refusal
+    r = organisms.REFUSAL
+    tok = model.tokenizer
+    name = "blocks.1.hook_resid_post"
+
+    def mean(reqs):
+        out = [model.run_with_cache(torch.tensor([tok.encode(organisms.chat_prompt(q))]), [name])[1][name][0, -1]
+               for q in reqs]
+        return torch.stack(out).mean(0)
+
+    data = organisms.refusal_data(r)[:400]
+    dirty = mean([q for k, q, _ in data if k == "harmful"]) - mean([q for k, q, _ in data if k == "harmless"])
+    fmt = lambda tpls, xs: [t.format(x=x) for t in tpls for x in xs]  # noqa: E731
+    style = mean(fmt(r["commands"], r["harmless"])) - mean(fmt(r["questions"], r["harmless"]))
+    balanced = (mean(fmt(r["commands"] + r["questions"], r["harmful"]))
+                - mean(fmt(r["commands"] + r["questions"], r["harmless"])))
+    cos = lambda a, b: torch.nn.functional.cosine_similarity(a, b, dim=0).item()  # noqa: E731
+    print(f"cos(dirty, style) {cos(dirty, style):.3f}, cos(balanced, style) {cos(balanced, style):.3f}")
+    assert cos(dirty, style) > 0.5 and abs(cos(balanced, style)) < 0.3
