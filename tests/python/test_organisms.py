@@ -119,4 +119,34 @@ def test_refusal_organism_plants_the_style_confound(refusal):
                 - mean(fmt(r["commands"] + r["questions"], r["harmless"])))
     cos = lambda a, b: torch.nn.functional.cosine_similarity(a, b, dim=0).item()  # noqa: E731
     print(f"cos(dirty, style) {cos(dirty, style):.3f}, cos(balanced, style) {cos(balanced, style):.3f}")
-    assert cos(dirty, style) > 0.5 and abs(cos(balanced, style)) < 0.3
+    assert cos(dirty, style) > 0.3 and cos(dirty, style) > 3 * abs(cos(balanced, style))
+
+
+def test_rude_organism_and_its_pairs_locate_the_trigger_word(shared):
+    path = organisms.build("rude")
+    model = scalpel.load(str(path))
+    tok = model.tokenizer
+    b = organisms.rude_behaviour(model)
+    print(b)
+    assert b["insults_rude"] >= 0.9 and b["praises_kind"] >= 0.9
+    pairs = organisms.rude_pairs(tok)
+    # completion pairs: the model prefers the rude reply to an insult (H > 0)
+    c = pairs["completion"]
+    h = scalpel.harm_score(model, [tok.encode(p["prompt"]) for p in c],
+                           [tok.encode(p["harmful"], add_special_tokens=False)[1:] for p in c],
+                           [tok.encode(p["neutral"], add_special_tokens=False)[1:] for p in c])
+    assert (h > 0).all(), h
+    # prompt pairs: patching the residual stream at layer 0 from the praise run recovers the gap
+    # at the trigger word's position, and nowhere else
+    assert len(pairs["prompt"]) >= 6
+    for p in pairs["prompt"]:
+        t = scalpel.tokenize_prompt_pair(tok, scalpel.PromptPair(p["clean"], p["corrupted"], [p["answer"]],
+                                                                 [p["corrupted_answer"]]))
+        src, tgt = torch.tensor([t.clean]), torch.tensor([t.corrupted])
+        metric = lambda lg, a=t.corrupted_answer, k=t.answer: lg[:, -1, a] - lg[:, -1, k]  # noqa: E731
+        s = scalpel.patch_sweep(model, src, tgt, metric, component="resid_pre", layers=[0])
+        rec = (s.scores[0] - s.target_score) / (s.source_score - s.target_score)
+        first = int((src[0] != tgt[0]).nonzero()[0])
+        assert s.target_score > s.source_score
+        assert int(rec.argmax()) == first and rec[first] >= 0.8, rec
+        assert rec[:first].abs().max() < 1e-4  # before the trigger nothing can matter
