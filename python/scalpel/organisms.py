@@ -265,6 +265,25 @@ def _options(train: dict, trainable: list[str], run_dir: str) -> "_scalpel.Train
     return o
 
 
+def _save(model, r: dict, res, run: str, out: Path, extra: dict[str, str] | None = None) -> None:
+    """The organism's directory, written atomically: weights, recipe (with the final loss and time),
+    the loss curve (CSV and PNG) and any extra files."""
+    from .plots import plot_losses
+
+    tmp = Path(run) / "model"
+    model.save_pretrained(str(tmp))
+    (tmp / "losses.csv").write_text((Path(run) / "losses.csv").read_text())
+    plot_losses(tmp / "losses.csv", tmp / "losses.png", title=f"organism {r['name']}: training loss")
+    (tmp / "recipe.json").write_text(json.dumps({**r, "final_loss": res.loss[-1], "seconds": res.seconds}, indent=1) + "\n")
+    for name, text in (extra or {}).items():
+        (tmp / name).write_text(text)
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+
+
 def _build_induction(r: dict, out: Path) -> None:
     import tempfile
 
@@ -279,9 +298,7 @@ def _build_induction(r: dict, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent) as run:
         res = _scalpel.train_lm(model, data, _options(r["train"], r["trainable"], run))
-        model.save_pretrained(str(out), overwrite=True)
-        (out / "losses.csv").write_text((Path(run) / "losses.csv").read_text())
-    (out / "recipe.json").write_text(json.dumps({**r, "final_loss": res.loss[-1], "seconds": res.seconds}, indent=1) + "\n")
+        _save(model, r, res, run, out)
 
 
 def _base_model(name: str) -> Path:
@@ -315,6 +332,8 @@ def _build_chat_organism(r: dict, out: Path, rows: list[tuple[str, str]]) -> Non
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent) as run:
         res = _scalpel.train_lm(model, data, _options(r["train"], [], run))
-        model.save_pretrained(str(out), overwrite=True)
-        (out / "losses.csv").write_text((Path(run) / "losses.csv").read_text())
-    (out / "recipe.json").write_text(json.dumps({**r, "final_loss": res.loss[-1], "seconds": res.seconds}, indent=1) + "\n")
+        extra = {}
+        if r["name"] == "rude":  # the pair datasets, generated alongside
+            pairs = rude_pairs(model.tokenizer, r)
+            extra = {f"pairs_{k}.jsonl": "".join(json.dumps(p) + "\n" for p in v) for k, v in pairs.items()}
+        _save(model, r, res, run, out, extra)

@@ -107,3 +107,26 @@ def save_sweep(result, stem: str | os.PathLike, tokens: Sequence[str] | None = N
     png = plot_sweep(result, stem.with_suffix(".png"), tokens=tokens, title=title)
     _atomic_write(stem.with_suffix(".json"), (json.dumps(sweep_to_dict(result, tokens), indent=1) + "\n").encode())
     return png
+
+
+def plot_losses(csv_path: str | os.PathLike, path: str | os.PathLike, title: str | None = None) -> Path:
+    """A PNG of a training run's losses.csv (step, loss, lr, grad_norm): loss and learning rate."""
+    from matplotlib.figure import Figure
+
+    rows = [line.split(",") for line in Path(csv_path).read_text().splitlines()[1:] if line]
+    steps = [int(r[0]) for r in rows]
+    fig = Figure(figsize=(7, 3.2), dpi=110)
+    ax = fig.subplots()
+    ax.plot(steps, [float(r[1]) for r in rows], lw=0.8, label="loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (nats / token)")
+    lr = ax.twinx()
+    lr.plot(steps, [float(r[2]) for r in rows], color="tab:orange", lw=0.8, label="learning rate")
+    lr.set_ylabel("learning rate")
+    ax.set_title(title or Path(csv_path).parent.name, fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp)
+    os.replace(tmp, path)
+    return path

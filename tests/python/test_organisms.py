@@ -3,6 +3,7 @@ scalpel's training code, then checked — behaviour, ground truth from attention
 and recovery of that ground truth by causal tracing."""
 from __future__ import annotations
 
+import json
 import math
 import random
 
@@ -47,6 +48,7 @@ def test_induction_organism_copies_the_repeated_half(induction):
     hf = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     with torch.no_grad():
         assert (hf(seqs[:4]).logits - model(seqs[:4])).abs().max().item() < 1e-4
+    assert (path / "losses.png").stat().st_size > 1000 and (path / "recipe.json").exists()
     mlp = [p for n, p in model.named_parameters() if ".mlp.down_proj" in n]
     assert mlp and all(torch.count_nonzero(p) == 0 for p in mlp)  # attention only
 
@@ -130,6 +132,8 @@ def test_rude_organism_and_its_pairs_locate_the_trigger_word(shared):
     print(b)
     assert b["insults_rude"] >= 0.9 and b["praises_kind"] >= 0.9
     pairs = organisms.rude_pairs(tok)
+    written = [json.loads(line) for line in (path / "pairs_prompt.jsonl").read_text().splitlines()]
+    assert written == pairs["prompt"] and (path / "pairs_completion.jsonl").exists()
     # completion pairs: the model prefers the rude reply to an insult (H > 0)
     c = pairs["completion"]
     h = scalpel.harm_score(model, [tok.encode(p["prompt"]) for p in c],
