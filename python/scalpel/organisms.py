@@ -200,8 +200,14 @@ def _cache_root() -> Path:
     return Path(os.environ.get("SCALPEL_CACHE", Path.home() / ".cache" / "scalpel")) / "organisms"
 
 
+# Bumped whenever what build() writes into an organism's directory changes, so that a cached
+# directory from an older layout is rebuilt rather than returned incomplete.
+_LAYOUT = 2
+_REQUIRED = ("model.safetensors", "config.json", "recipe.json", "losses.csv", "losses.png")
+
+
 def _recipe_hash(recipe: dict) -> str:
-    text = json.dumps(recipe, sort_keys=True) + _scalpel.__version__
+    text = json.dumps(recipe, sort_keys=True) + _scalpel.__version__ + f"/layout{_LAYOUT}"
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -245,7 +251,7 @@ def build(name: str, force: bool = False) -> Path:
     if recipe is None:
         raise KeyError(f"organism {name!r}: expected one of {sorted(recipes())}")
     out = _cache_root() / f"{name}-{_recipe_hash(recipe)}"
-    if out.is_dir() and (out / "model.safetensors").exists() and not force:
+    if out.is_dir() and all((out / f).exists() for f in _REQUIRED) and not force:
         return out
     if name == "induction":
         _build_induction(recipe, out)
