@@ -1,7 +1,9 @@
 // scalpel/scalpel.hpp — the whole public API in one include.
 #pragma once
 
+#include "scalpel/directions/directions.hpp"
 #include "scalpel/errors.hpp"
+#include "scalpel/eval/refusal.hpp"
 #include "scalpel/hooks/edits.hpp"
 #include "scalpel/hooks/hook_point.hpp"
 #include "scalpel/io/chat_template.hpp"
@@ -13,4 +15,9 @@
 #include "scalpel/log.hpp"
 #include "scalpel/model/config.hpp"
 #include "scalpel/model/transformer.hpp"
+#include "scalpel/trace/circuit.hpp"
+#include "scalpel/trace/metrics.hpp"
+#include "scalpel/trace/pairs.hpp"
+#include "scalpel/trace/patching.hpp"
+#include "scalpel/train/train.hpp"
 #include "scalpel/version.hpp"

@@ -6,6 +6,9 @@
     scalpel tokenize --model PATH TEXT           ids and tokens of TEXT
     scalpel chat --model PATH --prompt TEXT      the chat-template rendering of one user turn
     scalpel generate --model PATH --prompt TEXT [--chat] [--max-new-tokens N] [--sample --temperature T --seed S]
+    scalpel eval --model PATH [--reference PATH] [--direction scalpel_edit.json --gamma G] [--organism refusal]
+                 [--harmful FILE --harmless FILE] [-n N] [--out DIR]
+                                                 refusal, over-refusal, first-token KL, WikiText-2 / GSM8K / MBPP perplexity
 """
 from __future__ import annotations
 
@@ -100,6 +103,82 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prompt_file(path: str, n: int) -> list[str]:
+    """Prompts from a .txt (one per line), .json (list of strings or of {"instruction"|"prompt"|"goal"}) or .jsonl."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"prompt file {p} not found")
+    text = p.read_text()
+    if p.suffix == ".txt":
+        rows = [x for x in text.splitlines() if x.strip()]
+    else:
+        rows = json.loads(text) if p.suffix == ".json" else [json.loads(x) for x in text.splitlines() if x.strip()]
+    out = []
+    for r in rows:
+        if isinstance(r, dict):
+            key = next((k for k in ("instruction", "prompt", "goal", "text") if k in r), None)
+            if key is None:
+                raise ValueError(f"{p}: expected rows with one of instruction / prompt / goal / text, got keys {sorted(r)}")
+            r = r[key]
+        out.append(str(r))
+    return out[:n]
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """The evaluation battery on one model, optionally with a direction ablated at inference time."""
+    import torch
+
+    import scalpel
+    from . import sra
+
+    model = scalpel.load(args.model, dtype="float32")
+    tok = model.tokenizer
+    if args.organism:
+        from . import organisms as O
+
+        fmt = O.chat_prompt
+        E = O.refusal_eval()
+        harmful = [q for q, _ in E["harmful_questions"] + E["harmful_commands"]]
+        harmless = [q for q, _ in E["harmless_commands"] + E["harmless_questions"]]
+    else:
+        fmt = sra.chat_formatter(model)
+        harmful = _prompt_file(args.harmful, args.n) if args.harmful else sra.refusal_prompts("harmful_train", args.n)
+        harmless = _prompt_file(args.harmless, args.n) if args.harmless else sra.refusal_prompts("harmless_val", args.n)
+    B = [tok.encode(fmt(p), add_special_tokens=not getattr(fmt, "templated", False)) for p in harmless]
+    reference = scalpel.load(args.reference, dtype="float32") if args.reference else (model if args.direction else None)
+    ref_logits = scalpel.last_logits(reference, B) if reference is not None else None
+    texts, solutions = None, {}
+    try:
+        texts = sra.wikitext2(tok, n=args.texts, seq_len=args.seq_len)
+        solutions = {"gsm8k": sra.gsm8k(args.n), "mbpp": sra.mbpp(args.n)}
+    except FileNotFoundError as e:
+        print(f"scalpel eval: skipping perplexities ({e})", file=sys.stderr)
+    handle = None
+    if args.direction:
+        d = json.loads(Path(args.direction).read_text())
+        if "direction" not in d:
+            raise ValueError(f"{args.direction}: expected a scalpel_edit.json with a 'direction' list")
+        handle = scalpel.ablate_direction(model, torch.tensor(d["direction"], dtype=torch.float32), args.gamma)
+    try:
+        t0 = time.perf_counter()
+        res = sra.evaluate(model, harmful, harmless, fmt, reference_logits=ref_logits, texts=texts,
+                           solutions=solutions, max_new_tokens=args.max_new_tokens)
+    finally:
+        if handle is not None:
+            handle.remove()
+    res["seconds"] = time.perf_counter() - t0
+    res["model"], res["n_harmful"], res["n_harmless"] = args.model, len(harmful), len(harmless)
+    rows = [[k, f"{v:.4g}" if isinstance(v, float) else v] for k, v in res.items() if k != "examples"]
+    print(table(rows, ["metric", "value"]))
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "eval.json").write_text(json.dumps(res, indent=1) + "\n")
+        (out / "eval.md").write_text(f"# scalpel eval: {args.model}\n\n" + table(rows, ["metric", "value"]) + "\n")
+        print(f"wrote {out / 'eval.json'} and {out / 'eval.md'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="scalpel", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -144,6 +223,20 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--top-p", type=float, default=1.0)
     g.add_argument("--seed", type=int, default=0)
     g.set_defaults(func=cmd_generate)
+    e = sub.add_parser("eval", help="refusal, over-refusal, first-token KL and perplexities of a model")
+    e.add_argument("--model", required=True, help="packaged model name, GGUF file or Hugging Face directory")
+    e.add_argument("--reference", help="the unedited model, for first-token KL (default: --model without the edit)")
+    e.add_argument("--direction", help="a scalpel_edit.json whose direction is ablated at inference time")
+    e.add_argument("--gamma", type=float, default=1.0, help="ablation strength for --direction")
+    e.add_argument("--organism", action="store_true", help="the refusal organism's held-out sets and chat format")
+    e.add_argument("--harmful", help="prompt file (.txt/.json/.jsonl); default refusal_direction harmful_train")
+    e.add_argument("--harmless", help="prompt file; default refusal_direction harmless_val")
+    e.add_argument("-n", type=int, default=32, help="prompts per set and solutions per benchmark")
+    e.add_argument("--texts", type=int, default=32, help="WikiText-2 windows")
+    e.add_argument("--seq-len", type=int, default=128, help="tokens per WikiText-2 window")
+    e.add_argument("--max-new-tokens", type=int, default=24)
+    e.add_argument("--out", help="directory for eval.json and eval.md")
+    e.set_defaults(func=cmd_eval)
     args = p.parse_args(argv)
     try:
         return args.func(args)

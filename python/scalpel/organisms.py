@@ -19,7 +19,7 @@ from pathlib import Path
 from . import _scalpel
 
 __all__ = ["build", "recipes", "induction_data", "induction_scores", "INDUCTION", "REFUSAL", "refusal_data",
-           "refusal_eval", "chat_prompt", "RUDE", "rude_pairs", "rude_behaviour"]
+           "refusal_eval", "refusal_registry", "chat_prompt", "RUDE", "rude_pairs", "rude_behaviour"]
 
 # Induction: a 2-layer transformer with attention only (its MLP's output
 # projection is zero and frozen, so the MLP adds exactly 0), trained on random
@@ -117,6 +117,23 @@ def refusal_eval(r: dict = REFUSAL) -> dict[str, list[tuple[str, str]]]:
         "copy": [(f"Say the word {w}.", f"{w}.") for w in r["words"]],
     }
     return sets
+
+
+def refusal_registry(r: dict = REFUSAL):
+    """The refusal organism's concept atoms (a scalpel.sra.Registry): the planted style confound
+    (harmless commands vs the same requests as questions, in the training templates) and one
+    shield per skill (its prompts vs harmless requests in both styles)."""
+    from .sra import Atom, Registry
+
+    cmd = [t.format(x=x) for x in r["harmless"] for t in r["commands"]]
+    qst = [t.format(x=x) for x in r["harmless"] for t in r["questions"]]
+    sets = refusal_eval(r)
+    return Registry([
+        Atom("imperative", "confound", cmd, qst, "commands vs questions (harmless requests, training templates)"),
+        Atom("sum", "shield", [q for q, _ in sets["sum"]], cmd + qst, "small sums vs harmless requests"),
+        Atom("count", "shield", [q for q, _ in sets["count"]], cmd + qst, "counting vs harmless requests"),
+        Atom("copy", "shield", [q for q, _ in sets["copy"]], cmd + qst, "copying a word vs harmless requests"),
+    ])
 
 
 def refusal_behaviour(model, r: dict = REFUSAL, max_new_tokens: int = 16) -> dict[str, float]:

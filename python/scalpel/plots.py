@@ -130,3 +130,87 @@ def plot_losses(csv_path: str | os.PathLike, path: str | os.PathLike, title: str
     fig.savefig(tmp)
     os.replace(tmp, path)
     return path
+
+
+def _save_fig(fig, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def plot_edit_sweep(curves: dict[str, list[dict]], x: str, path: str | os.PathLike, ys: Sequence[str] = ("refusal_rate", "first_token_kl"),
+                    title: str | None = None, logx: bool = False) -> Path:
+    """One panel per metric in `ys`, one line per edit in `curves` (label → rows with x and the
+    metrics), e.g. refusal rate and first-token KL against γ for dirty and SRA ablation."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4.2 * len(ys), 3.3), dpi=110)
+    axes = fig.subplots(1, len(ys), squeeze=False)[0]
+    for ax, y in zip(axes, ys):
+        for label, rows in curves.items():
+            ax.plot([r[x] for r in rows], [r[y] for r in rows], marker="o", ms=3, lw=1, label=label)
+        ax.set_xlabel(x)
+        ax.set_ylabel(y.replace("_", " "))
+        if logx:
+            ax.set_xscale("log")
+        if y.endswith("kl"):
+            ax.set_yscale("symlog", linthresh=1e-4)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return _save_fig(fig, path)
+
+
+def plot_matrix(matrix, labels: Sequence[str], path: str | os.PathLike, title: str | None = None,
+                col_labels: Sequence[str] | None = None, fmt: str = "{:.2f}", cmap: str = "RdBu_r",
+                symmetric: bool = True) -> Path:
+    """A labelled heatmap with values written in the cells (atom cosines, candidate scores)."""
+    from matplotlib.figure import Figure
+    import numpy as np
+
+    m = np.asarray(matrix, dtype=float)
+    fig = Figure(figsize=(1.0 + 0.62 * m.shape[1], 0.9 + 0.45 * m.shape[0]), dpi=110)
+    ax = fig.subplots()
+    lim = np.nanmax(np.abs(m)) if m.size else 1.0
+    im = ax.imshow(m, cmap=cmap, vmin=-lim if symmetric else None, vmax=lim if symmetric else None, aspect="auto")
+    ax.set_yticks(range(m.shape[0]), labels, fontsize=8)
+    ax.set_xticks(range(m.shape[1]), col_labels or labels, fontsize=8, rotation=45, ha="right")
+    for i in range(m.shape[0]):
+        for j in range(m.shape[1]):
+            ax.text(j, i, fmt.format(m[i, j]), ha="center", va="center", fontsize=7)
+    fig.colorbar(im, ax=ax, fraction=0.04)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return _save_fig(fig, path)
+
+
+def plot_bars(rows: list[dict], label: str, ys: Sequence, path: str | os.PathLike, title: str | None = None) -> Path:
+    """Bars, one group per row (its `label`), one panel per entry of `ys`; an entry that is a tuple
+    of metrics draws them side by side in one panel (e.g. ("dirty_kl", "sra_kl"))."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(max(4.2, 0.5 * len(rows) + 1.5) * len(ys), 3.5), dpi=110)
+    axes = fig.subplots(1, len(ys), squeeze=False)[0]
+    names = [str(r[label]) for r in rows]
+    for ax, y in zip(axes, ys):
+        group = (y,) if isinstance(y, str) else tuple(y)
+        w = 0.8 / len(group)
+        for k, metric in enumerate(group):
+            ax.bar([i + (k - (len(group) - 1) / 2) * w for i in range(len(rows))], [r[metric] for r in rows], w,
+                   label=metric.replace("_", " "))
+        ax.set_xticks(range(len(rows)), names, fontsize=7, rotation=40, ha="right")
+        ax.set_ylabel(" / ".join(m.replace("_", " ") for m in group) if len(group) == 1 else "")
+        if all(m.endswith("kl") for m in group):
+            ax.set_yscale("symlog", linthresh=1e-4)
+        if len(group) > 1:
+            ax.legend(fontsize=7)
+        ax.grid(alpha=0.3, axis="y")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return _save_fig(fig, path)

@@ -3,6 +3,7 @@
 #include <pybind11/functional.h>
 #include <pybind11/stl.h>
 
+#include "scalpel/directions/directions.hpp"
 #include "scalpel/hooks/edits.hpp"
 #include "scalpel/io/tokenizer.hpp"
 #include "scalpel/model/transformer.hpp"
@@ -114,8 +115,17 @@ void bind_model(py::module_& m) {
       py::arg("vector"), py::arg("alpha") = 1.0, py::arg("positions") = std::vector<int64_t>{},
       "Hook adding alpha * vector at positions (activation addition / steering).");
 
+  m.def(
+      "project_out_hook",
+      [](const at::Tensor& v, double gamma) {
+        return NativeHook{project_out_hook(v, gamma), "project_out_hook(gamma=" + std::to_string(gamma) + ")"};
+      },
+      py::arg("v"), py::arg("gamma") = 1.0, "Hook removing gamma times the component along v (x - gamma (x.v^)v^).");
+
   py::class_<HookHandle>(m, "HookHandle", "Registered hooks; remove() (or leaving a `with` block) removes them.")
-      .def("remove", &HookHandle::remove);
+      .def("remove", &HookHandle::remove)
+      .def("__enter__", [](HookHandle& h) -> HookHandle& { return h; }, py::return_value_policy::reference)
+      .def("__exit__", [](HookHandle& h, py::args) { h.remove(); });
 
   py::class_<GenerateOptions>(m, "GenerateOptions")
       .def(py::init<>())

@@ -17,4 +17,5 @@ PYBIND11_MODULE(_scalpel, m) {
   scalpel::python::bind_eval(m);
   scalpel::python::bind_trace(m);
   scalpel::python::bind_train(m);
+  scalpel::python::bind_directions(m);
 }

@@ -1,0 +1,363 @@
+// SCALPEL_USES_TORCH
+// Directions and direction edits (see scalpel/directions/directions.hpp).
+#include "scalpel/directions/directions.hpp"
+
+#include <torch/torch.h>
+
+#include <Eigen/Dense>
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <sstream>
+
+#include "scalpel/errors.hpp"
+#include "scalpel/hooks/edits.hpp"
+#include "scalpel/log.hpp"
+#include "scalpel/train/train.hpp"
+#include "util/logging.hpp"
+#include "util/messages.hpp"
+
+namespace scalpel {
+namespace {
+
+std::string shape_of(const at::Tensor& t) {
+  std::ostringstream s;
+  s << t.sizes();
+  return s.str();
+}
+
+void check_prompts(const std::vector<std::vector<int64_t>>& prompts, const char* what, size_t min_len = 1) {
+  if (prompts.empty()) throw InvalidArgument(detail::expected_got(what, "at least one prompt", "none"));
+  for (size_t i = 0; i < prompts.size(); ++i)
+    if (prompts[i].size() < min_len)
+      throw InvalidArgument(detail::expected_got(std::string(what) + " " + std::to_string(i),
+                                                 "at least " + std::to_string(min_len) + " token(s)",
+                                                 std::to_string(prompts[i].size())));
+}
+
+// Left-padded batch of prompts [begin, end) (mask undefined when no padding is needed).
+std::pair<at::Tensor, at::Tensor> left_padded(const std::vector<std::vector<int64_t>>& prompts, size_t begin,
+                                              size_t end) {
+  std::vector<LMExample> ex;
+  for (size_t i = begin; i < end; ++i) ex.push_back(LMExample{prompts[i], {}});
+  auto b = make_lm_batch(ex);
+  const bool padded = !b.attention_mask.all().item<bool>();
+  return {b.tokens, padded ? b.attention_mask : at::Tensor()};
+}
+
+at::Tensor as_vector(const at::Tensor& v, int64_t d, const char* what) {
+  if (!v.defined() || v.dim() != 1 || v.size(0) != d)
+    throw ShapeError(detail::expected_got(what, "a vector of shape [" + std::to_string(d) + "] (d_model)",
+                                          v.defined() ? shape_of(v) : std::string("an undefined tensor")));
+  const double n = v.to(at::kDouble).norm().item<double>();
+  if (!(n > 0) || !std::isfinite(n))
+    throw InvalidArgument(detail::expected_got(what, "a finite nonzero vector", "norm " + std::to_string(n)));
+  return v;
+}
+
+}  // namespace
+
+at::Tensor collect_activations(Transformer& model, const std::vector<std::vector<int64_t>>& prompts,
+                               const std::vector<std::string>& names, const std::vector<int64_t>& positions,
+                               int64_t batch_size) {
+  check_prompts(prompts, "collect_activations prompt");
+  if (names.empty()) throw InvalidArgument(detail::expected_got("collect_activations names", "at least one hook name", "none"));
+  if (positions.empty())
+    throw InvalidArgument(detail::expected_got("collect_activations positions", "at least one position", "none",
+                                               "use e.g. [-1] for each prompt's last token"));
+  if (batch_size < 1) throw InvalidArgument(detail::expected_got("batch_size", "at least 1", std::to_string(batch_size)));
+  size_t min_len = prompts[0].size();
+  for (const auto& p : prompts) min_len = std::min(min_len, p.size());
+  for (int64_t p : positions) {
+    const int64_t need = p < 0 ? -p : p + 1;
+    if (need > static_cast<int64_t>(min_len))
+      throw InvalidArgument(detail::expected_got("collect_activations position " + std::to_string(p),
+                                                 "a position inside every prompt (the shortest has " +
+                                                     std::to_string(min_len) + " tokens)",
+                                                 std::to_string(p)));
+  }
+  at::NoGradGuard no_grad;
+  std::vector<at::Tensor> out;
+  Progress progress("collecting activations", static_cast<int64_t>(prompts.size()));
+  for (size_t s = 0; s < prompts.size(); s += static_cast<size_t>(batch_size)) {
+    const size_t e = std::min(prompts.size(), s + static_cast<size_t>(batch_size));
+    auto [tokens, mask] = left_padded(prompts, s, e);
+    auto cache = model.run_with_cache(tokens, names, mask).second;
+    const int64_t L = tokens.size(1);
+    std::vector<at::Tensor> per_name;
+    for (const auto& n : names) {
+      const auto& a = cache.at(n);
+      if (a.dim() != 3)
+        throw ShapeError(detail::expected_got("collect_activations hook " + n, "[batch, pos, d] activations",
+                                              shape_of(a), "per-head hooks: use hook_result or hook_z summed per head"));
+      std::vector<at::Tensor> per_pos;
+      for (size_t i = 0; i < positions.size(); ++i) {
+        const int64_t p = positions[i];
+        if (p < 0) {
+          per_pos.push_back(a.select(1, L + p));
+        } else {  // absolute position p of each prompt: left padding shifts it by L - len
+          std::vector<at::Tensor> rows;
+          for (size_t r = s; r < e; ++r)
+            rows.push_back(a[static_cast<int64_t>(r - s)][L - static_cast<int64_t>(prompts[r].size()) + p]);
+          per_pos.push_back(at::stack(rows));
+        }
+      }
+      per_name.push_back(at::stack(per_pos, 1));  // [b, positions, d]
+    }
+    out.push_back(at::stack(per_name, 1).to(at::kFloat));
+    progress.update(static_cast<int64_t>(e - s));
+  }
+  return at::cat(out);
+}
+
+at::Tensor mean_difference(const at::Tensor& positive, const at::Tensor& negative) {
+  if (!positive.defined() || !negative.defined() || positive.dim() < 2 ||
+      positive.sizes().slice(1) != negative.sizes().slice(1))
+    throw ShapeError(detail::expected_got("mean_difference", "two tensors [n, ...] with equal trailing shapes",
+                                          (positive.defined() ? shape_of(positive) : "undefined") + " and " +
+                                              (negative.defined() ? shape_of(negative) : "undefined")));
+  if (positive.size(0) == 0 || negative.size(0) == 0)
+    throw InvalidArgument(detail::expected_got("mean_difference", "at least one example in each set", "an empty set"));
+  return positive.to(at::kFloat).mean(0) - negative.to(at::kFloat).mean(0);
+}
+
+at::Tensor pca_directions(const at::Tensor& positive, const at::Tensor& negative, int64_t k) {
+  auto diff = mean_difference(positive, negative);  // also checks the shapes
+  const int64_t n = positive.size(0) + negative.size(0), d = positive.size(-1);
+  if (k < 1 || k > std::min(n, d))
+    throw InvalidArgument(detail::expected_got("pca_directions k", "1.." + std::to_string(std::min(n, d)), std::to_string(k)));
+  auto x = at::cat({positive, negative}).to(at::kDouble);  // [n, ..., d]
+  auto trailing = x.sizes().slice(1, x.dim() - 2).vec();
+  x = x.reshape({n, -1, d}).transpose(0, 1);  // [m, n, d]
+  x = x - x.mean(1, true);
+  auto svd = at::linalg_svd(x, false);  // Vh [m, min(n,d), d]
+  auto comps = std::get<2>(svd).narrow(1, 0, k);  // [m, k, d]
+  auto dd = diff.to(at::kDouble).reshape({-1, 1, d});
+  auto sign = at::sign((comps * dd).sum(-1, true));
+  sign = at::where(sign == 0, at::ones_like(sign), sign);
+  comps = (comps * sign).transpose(0, 1);  // [k, m, d]
+  std::vector<int64_t> shape{k};
+  shape.insert(shape.end(), trailing.begin(), trailing.end());
+  shape.push_back(d);
+  return comps.reshape(shape).to(at::kFloat);
+}
+
+at::Tensor unit(const at::Tensor& v) {
+  if (!v.defined() || v.dim() < 1) throw ShapeError(detail::expected_got("unit", "a tensor with a last dimension", "none"));
+  auto n = v.norm(2, -1, true);
+  if ((n == 0).any().item<bool>()) throw InvalidArgument(detail::expected_got("unit", "nonzero vectors", "a zero vector"));
+  return v / n;
+}
+
+RidgeResult ridge_residualize(const at::Tensor& v, const at::Tensor& atoms, double lambda, int64_t grid) {
+  if (!v.defined() || v.dim() != 1)
+    throw ShapeError(detail::expected_got("ridge_residualize v", "a vector [d]", v.defined() ? shape_of(v) : "undefined"));
+  const int64_t d = v.size(0);
+  if (!atoms.defined() || atoms.dim() != 2 || atoms.size(1) != d || atoms.size(0) < 1)
+    throw ShapeError(detail::expected_got("ridge_residualize atoms", "atoms as rows, [k, " + std::to_string(d) + "] with k ≥ 1",
+                                          atoms.defined() ? shape_of(atoms) : "undefined"));
+  if (grid < 2) throw InvalidArgument(detail::expected_got("ridge_residualize grid", "at least 2 values", std::to_string(grid)));
+  const int64_t k = atoms.size(0);
+  auto vc = v.to(at::kDouble).contiguous().cpu();
+  auto ac = atoms.to(at::kDouble).contiguous().cpu();
+  Eigen::Map<const Eigen::VectorXd> y(vc.data_ptr<double>(), d);
+  // A: d × k, atoms as columns (the Map reads the row-major [k, d] buffer as column-major d × k).
+  Eigen::Map<const Eigen::MatrixXd> A(ac.data_ptr<double>(), d, k);
+  if (!y.allFinite() || !A.allFinite())
+    throw InvalidArgument(detail::expected_got("ridge_residualize", "finite values", "NaN or infinity"));
+  Eigen::JacobiSVD<Eigen::MatrixXd> svd(A, Eigen::ComputeThinU | Eigen::ComputeThinV);
+  const Eigen::VectorXd s = svd.singularValues();
+  const Eigen::MatrixXd& U = svd.matrixU();
+  const Eigen::VectorXd uty = U.transpose() * y;
+  const double smax2 = s.size() ? s(0) * s(0) : 0.0;
+  RidgeResult r;
+  auto residual_of = [&](double lam, double* trace) {
+    Eigen::VectorXd f(s.size());
+    double tr = 0;
+    for (Eigen::Index i = 0; i < s.size(); ++i) {
+      const double s2 = s(i) * s(i);
+      f(i) = s2 + lam > 0 ? s2 / (s2 + lam) : 0.0;
+      tr += f(i);
+    }
+    if (trace) *trace = tr;
+    return Eigen::VectorXd(y - U * (f.cwiseProduct(uty)));
+  };
+  if (lambda < 0) {
+    if (!(smax2 > 0)) throw InvalidArgument(detail::expected_got("ridge_residualize atoms", "nonzero atoms", "all zero"));
+    double best = std::numeric_limits<double>::infinity();
+    for (int64_t g = 0; g < grid; ++g) {
+      const double lam = smax2 * std::pow(10.0, -8.0 + 11.0 * static_cast<double>(g) / static_cast<double>(grid - 1));
+      double tr = 0;
+      const auto res = residual_of(lam, &tr);
+      const double denom = 1.0 - tr / static_cast<double>(d);
+      const double score = res.squaredNorm() / static_cast<double>(d) / (denom * denom);
+      r.gcv_lambdas.push_back(lam);
+      r.gcv_scores.push_back(score);
+      if (score < best) best = score, r.lambda = lam;
+    }
+  } else {
+    r.lambda = lambda;
+  }
+  // β = (AᵀA + λI)⁻¹ Aᵀ y = V diag(s / (s² + λ)) Uᵀ y
+  Eigen::VectorXd g(s.size());
+  for (Eigen::Index i = 0; i < s.size(); ++i) {
+    const double den = s(i) * s(i) + r.lambda;
+    g(i) = den > 0 ? s(i) / den : 0.0;
+  }
+  const Eigen::VectorXd beta = svd.matrixV() * g.cwiseProduct(uty);
+  const Eigen::VectorXd clean = y - A * beta;
+  r.coefficients.assign(beta.data(), beta.data() + beta.size());
+  r.clean = at::empty({d}, at::kDouble);
+  std::copy(clean.data(), clean.data() + d, r.clean.data_ptr<double>());
+  const double yy = y.squaredNorm();
+  r.explained = yy > 0 ? 1.0 - clean.squaredNorm() / yy : 0.0;
+  const double cn = clean.norm() * std::sqrt(yy);
+  r.cosine = cn > 0 ? clean.dot(y) / cn : 0.0;
+  return r;
+}
+
+AtomAudit audit_directions(const at::Tensor& atoms, double collinear_cosine) {
+  if (!atoms.defined() || atoms.dim() != 2 || atoms.size(0) < 1)
+    throw ShapeError(detail::expected_got("audit_directions atoms", "atoms as rows, [k, d]", atoms.defined() ? shape_of(atoms) : "undefined"));
+  auto u = unit(atoms.to(at::kDouble));
+  AtomAudit a;
+  a.cosines = at::matmul(u, u.t()).to(at::kFloat);
+  auto sv = at::linalg_svdvals(u);
+  const double smin = sv[-1].item<double>(), smax = sv[0].item<double>();
+  a.condition_number = smin > 0 ? smax / smin : std::numeric_limits<double>::infinity();
+  auto c = a.cosines.accessor<float, 2>();
+  for (int64_t i = 0; i < atoms.size(0); ++i)
+    for (int64_t j = i + 1; j < atoms.size(0); ++j)
+      if (std::abs(c[i][j]) > collinear_cosine) {
+        a.collinear.emplace_back(i, j);
+        detail::log(detail::LogLevel::warn, "atoms " + std::to_string(i) + " and " + std::to_string(j) +
+                                                " are near-collinear (cos " + std::to_string(c[i][j]) +
+                                                "): ridge cannot tell their contributions apart");
+      }
+  return a;
+}
+
+std::vector<std::string> residual_write_points(const Transformer& model) {
+  const auto& cfg = model.config();
+  std::vector<std::string> names{"hook_embed"};
+  if (cfg.positions == PositionKind::Learned) names.push_back("hook_pos_embed");
+  for (int64_t l = 0; l < cfg.n_layers; ++l) {
+    names.push_back("blocks." + std::to_string(l) + ".hook_attn_out");
+    names.push_back("blocks." + std::to_string(l) + ".hook_mlp_out");
+  }
+  return names;
+}
+
+HookFn project_out_hook(const at::Tensor& v, double gamma) {
+  if (!v.defined() || v.dim() != 1) throw ShapeError(detail::expected_got("project_out_hook v", "a vector [d]", v.defined() ? shape_of(v) : "undefined"));
+  auto u = unit(v.to(at::kDouble)).to(at::kFloat);
+  return [u, gamma](const at::Tensor& x, const HookPoint&) {
+    auto uu = u.to(x.device(), x.scalar_type());
+    return x - gamma * at::matmul(x, uu).unsqueeze(-1) * uu;
+  };
+}
+
+HookHandle ablate_direction(Transformer& model, const at::Tensor& v, double gamma) {
+  as_vector(v, model.config().d_model, "ablate_direction v");
+  auto fn = project_out_hook(v, gamma);
+  std::vector<std::pair<std::string, HookFn>> hooks;
+  for (const auto& n : residual_write_points(model)) hooks.emplace_back(n, fn);
+  return model.add_hooks(hooks);
+}
+
+HookHandle add_direction(Transformer& model, const at::Tensor& v, double alpha, int64_t layer,
+                         const std::vector<int64_t>& positions, bool normalize) {
+  as_vector(v, model.config().d_model, "add_direction v");
+  const int64_t L = model.config().n_layers;
+  if (layer < 0 || layer >= L)
+    throw InvalidArgument(detail::expected_got("add_direction layer", "0.." + std::to_string(L - 1), std::to_string(layer)));
+  auto vec = normalize ? unit(v.to(at::kDouble)).to(at::kFloat) : v.to(at::kFloat);
+  return model.add_hook("blocks." + std::to_string(layer) + ".hook_resid_pre", add_vector_hook(vec, alpha, positions));
+}
+
+std::vector<std::string> orthogonalize_weights(Transformer& model, const at::Tensor& v, double gamma) {
+  const auto& cfg = model.config();
+  as_vector(v, cfg.d_model, "orthogonalize_weights v");
+  if (cfg.post_norms)
+    throw Unsupported(detail::expected_got("orthogonalize_weights", "an architecture whose writes reach the residual stream directly",
+                                           "post-norms on the attention and MLP outputs (Gemma)",
+                                           "use ablate_direction (inference time) for this model"));
+  std::vector<std::pair<std::string, at::Tensor>> params;
+  try {
+    params = model.named_parameters();
+  } catch (const Unsupported& e) {
+    throw Unsupported(std::string("orthogonalize_weights: ") + e.what() + " (ablate_direction works on every architecture)");
+  }
+  bool has_lm_head = false;
+  for (const auto& [n, _] : params) has_lm_head |= n == "lm_head.weight";
+  if (!has_lm_head)
+    throw Unsupported(detail::expected_got(
+        "orthogonalize_weights", "separate embedding and unembedding matrices", "tied embeddings",
+        "editing the shared matrix would change the unembedding too; use ablate_direction, or untie the model first"));
+  at::NoGradGuard no_grad;
+  std::vector<std::string> edited;
+  for (auto& [n, w] : params) {
+    const bool embed = n == "model.embed_tokens.weight" || n == "model.embed_positions.weight";
+    const bool writes = n.find(".self_attn.o_proj.") != std::string::npos || n.find(".mlp.down_proj.") != std::string::npos;
+    if (!embed && !writes) continue;
+    auto u = unit(v.to(at::kDouble));
+    auto wd = w.to(at::kDouble);
+    at::Tensor out;
+    if (embed || w.dim() == 1) {  // rows (embedding) or a bias: x − γ(x·u)u
+      out = wd - gamma * at::matmul(wd, u).unsqueeze(-1) * u;
+    } else {  // W [d_model, in]: (I − γuuᵀ)W
+      out = wd - gamma * at::outer(u, at::matmul(u, wd));
+    }
+    w.copy_(out.to(w.scalar_type()));
+    edited.push_back(n);
+  }
+  return edited;
+}
+
+at::Tensor last_logits(Transformer& model, const std::vector<std::vector<int64_t>>& prompts, int64_t batch_size) {
+  check_prompts(prompts, "last_logits prompt");
+  if (batch_size < 1) throw InvalidArgument(detail::expected_got("batch_size", "at least 1", std::to_string(batch_size)));
+  at::NoGradGuard no_grad;
+  std::vector<at::Tensor> out;
+  for (size_t s = 0; s < prompts.size(); s += static_cast<size_t>(batch_size)) {
+    const size_t e = std::min(prompts.size(), s + static_cast<size_t>(batch_size));
+    auto [tokens, mask] = left_padded(prompts, s, e);
+    auto logits = model.forward(tokens, mask, /*last_position_only=*/true);
+    out.push_back(logits.select(1, logits.size(1) - 1).to(at::kFloat));
+  }
+  return at::cat(out);
+}
+
+at::Tensor first_token_kl(Transformer& model, const std::vector<std::vector<int64_t>>& prompts,
+                          const at::Tensor& reference_logits, int64_t batch_size) {
+  auto edited = last_logits(model, prompts, batch_size);
+  if (!reference_logits.defined() || reference_logits.sizes() != edited.sizes())
+    throw ShapeError(detail::expected_got("first_token_kl reference_logits", "[" + std::to_string(edited.size(0)) + ", " +
+                                              std::to_string(edited.size(1)) + "] (last_logits of the same prompts)",
+                                          reference_logits.defined() ? shape_of(reference_logits) : "undefined"));
+  auto p = at::log_softmax(reference_logits.to(at::kDouble), -1);
+  auto q = at::log_softmax(edited.to(at::kDouble), -1);
+  return (p.exp() * (p - q)).sum(-1).to(at::kFloat);
+}
+
+double perplexity(Transformer& model, const std::vector<std::vector<int64_t>>& sequences, int64_t batch_size) {
+  check_prompts(sequences, "perplexity sequence", 2);
+  if (batch_size < 1) throw InvalidArgument(detail::expected_got("batch_size", "at least 1", std::to_string(batch_size)));
+  at::NoGradGuard no_grad;
+  double nll = 0;
+  int64_t count = 0;
+  Progress progress("perplexity", static_cast<int64_t>(sequences.size()));
+  for (size_t s = 0; s < sequences.size(); s += static_cast<size_t>(batch_size)) {
+    const size_t e = std::min(sequences.size(), s + static_cast<size_t>(batch_size));
+    std::vector<LMExample> ex;
+    for (size_t i = s; i < e; ++i) ex.push_back(LMExample{sequences[i], {}});
+    auto b = make_lm_batch(ex);
+    const int64_t targets = b.loss_mask.sum().item<int64_t>();
+    nll += lm_loss(model, b).item<double>() * static_cast<double>(targets);
+    count += targets;
+    progress.update(static_cast<int64_t>(e - s));
+  }
+  return std::exp(nll / static_cast<double>(count));
+}
+
+}  // namespace scalpel
