@@ -148,14 +148,18 @@ def main() -> int:
 
     # Comparison: no edit / dirty / SRA (organism atoms) / SRA (default atoms).
     print("comparison ...", flush=True)
+    site_layer = int(sel.hook.split(".")[1])
     edits = {"no edit": None, "dirty ablation": dirty, "SRA (organism atoms)": res.clean,
-             "SRA (default registry)": res_default.clean}
+             "SRA (default registry)": res_default.clean,
+             f"dirty, blocks ≥ {site_layer} only": (dirty, site_layer),
+             f"SRA, blocks ≥ {site_layer} only": (res.clean, site_layer)}
     rows = []
     for name, v in edits.items():
         if v is None:
             m = measure()
         else:
-            with scalpel.ablate_direction(model, v):
+            v, from_layer = v if isinstance(v, tuple) else (v, 0)
+            with scalpel.ablate_direction(model, v, 1.0, from_layer):
                 m = measure()
         rows.append({"edit": name, **{k: v2 for k, v2 in m.items() if k != "examples"}})
         report.setdefault("examples", {})[name] = m["examples"]
@@ -170,27 +174,37 @@ def main() -> int:
     print("gamma sweep ...", flush=True)
     gammas = [0.5, 1.0, 1.5, 2.0, 3.0] if args.quick else [0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0]
     curves = {}
-    for name in ("dirty ablation", "SRA (organism atoms)"):
+    swept = ["dirty ablation", "SRA (organism atoms)", f"dirty, blocks ≥ {site_layer} only",
+             f"SRA, blocks ≥ {site_layer} only"]
+    for name in swept:
+        v, from_layer = edits[name] if isinstance(edits[name], tuple) else (edits[name], 0)
         curves[name] = []
         for g in gammas:
-            with scalpel.ablate_direction(model, edits[name], g):
+            with scalpel.ablate_direction(model, v, g, from_layer):
                 m = measure(full=False)
             curves[name].append({"gamma": g, **{k: m[k] for k in ("refusal_rate", "over_refusal", "first_token_kl",
                                                                  "shield_kl", "refusal_score")}})
     report["gamma_sweep"] = curves
     plots.plot_edit_sweep(curves, "gamma", out / "gamma_sweep.png", ys=("refusal_rate", "over_refusal", "first_token_kl"),
                           title="ablation strength γ: harmful refusal, harmless over-refusal, first-token KL")
-    sra_row = next(r for r in curves["SRA (organism atoms)"] if r["gamma"] == 1.0)
-    matched = [r for r in curves["dirty ablation"] if r["refusal_rate"] <= max(sra_row["refusal_rate"], 0.05)]
-    if matched:
-        d = min(matched, key=lambda r: r["gamma"])
-        report["matched"] = {"refusal_target": max(sra_row["refusal_rate"], 0.05), "dirty_gamma": d["gamma"],
-                             "dirty_refusal": d["refusal_rate"], "dirty_kl": d["first_token_kl"],
-                             "sra_refusal": sra_row["refusal_rate"], "sra_kl": sra_row["first_token_kl"],
-                             "kl_ratio": d["first_token_kl"] / max(sra_row["first_token_kl"], 1e-12)}
-    else:
-        report["matched"] = {"refusal_target": max(sra_row["refusal_rate"], 0.05), "dirty_gamma": None,
-                             "note": "dirty ablation never reached that refusal rate on the γ grid"}
+
+    def matched(dirty_name: str, sra_name: str) -> dict:
+        """SRA at γ = 1 against dirty ablation at the smallest γ that reaches SRA's refusal rate (or 5 %)."""
+        sra_row = next(r for r in curves[sra_name] if r["gamma"] == 1.0)
+        target = max(sra_row["refusal_rate"], 0.05)
+        ok = [r for r in curves[dirty_name] if r["refusal_rate"] <= target]
+        if not ok:
+            return {"pair": [dirty_name, sra_name], "refusal_target": target, "dirty_gamma": None,
+                    "note": "dirty ablation never reached that refusal rate on the γ grid"}
+        d = min(ok, key=lambda r: r["gamma"])
+        return {"pair": [dirty_name, sra_name], "refusal_target": target, "dirty_gamma": d["gamma"],
+                "dirty_refusal": d["refusal_rate"], "dirty_over_refusal": d["over_refusal"],
+                "dirty_kl": d["first_token_kl"], "sra_refusal": sra_row["refusal_rate"],
+                "sra_over_refusal": sra_row["over_refusal"], "sra_kl": sra_row["first_token_kl"],
+                "kl_ratio": d["first_token_kl"] / max(sra_row["first_token_kl"], 1e-12)}
+
+    report["matched"] = matched(swept[0], swept[1])
+    report["matched_from_layer"] = matched(swept[2], swept[3])
 
     # λ sweep.
     print("lambda sweep ...", flush=True)
@@ -259,13 +273,13 @@ def main() -> int:
     # Export: the SRA edit baked into the weights, reloaded by scalpel and by transformers.
     print("export ...", flush=True)
     export = out / "model-sra"
-    sra.export_ablated(src, export, res.clean, 1.0, overwrite=True)
+    sra.export_ablated(src, export, res.clean, 1.0, overwrite=True, from_layer=site_layer)
     edited = scalpel.load(str(export))
     probe = [tok.encode(fmt(p)) for p in harm_test[:4] + harmless_test[:4]]
-    with scalpel.ablate_direction(model, res.clean):
+    with scalpel.ablate_direction(model, res.clean, 1.0, site_layer):
         hooked = scalpel.last_logits(model, probe)
     baked = scalpel.last_logits(edited, probe)
-    exp = {"path": str(export.relative_to(REPO)) if export.is_relative_to(REPO) else str(export), "max_abs_diff_vs_hooks": (hooked - baked).abs().max().item()}
+    exp = {"from_layer": site_layer, "path": str(export.relative_to(REPO)) if export.is_relative_to(REPO) else str(export), "max_abs_diff_vs_hooks": (hooked - baked).abs().max().item()}
     try:
         import transformers
 
@@ -305,13 +319,15 @@ def markdown(r: dict) -> str:
          "base perplexity is in the thousands), `story_perplexity` is text sampled from the organism's base model "
          "(its own distribution); GSM8K/MBPP: perplexity of the reference solutions.", "",
          table(r["comparison"], cols, fmt), ""]
-    m = r["matched"]
-    if m.get("dirty_gamma") is not None:
-        s += [f"**Matched refusal rate** (≤ {m['refusal_target']:.0%}): dirty ablation needs γ = {m['dirty_gamma']} "
-              f"(refusal {m['dirty_refusal']:.0%}, first-token KL {m['dirty_kl']:.4f}); SRA at γ = 1 has refusal "
-              f"{m['sra_refusal']:.0%} and KL {m['sra_kl']:.5f}: **{m['kl_ratio']:,.0f}× less drift**.", ""]
-    else:
-        s += [f"Matched refusal: {m['note']}.", ""]
+    for key in ("matched", "matched_from_layer"):
+        m = r[key]
+        if m.get("dirty_gamma") is not None:
+            s += [f"**Matched refusal rate** (≤ {m['refusal_target']:.0%}), {m['pair'][0]} vs {m['pair'][1]}: dirty needs "
+                  f"γ = {m['dirty_gamma']} (refusal {m['dirty_refusal']:.0%}, over-refusal {m['dirty_over_refusal']:.0%}, "
+                  f"first-token KL {m['dirty_kl']:.4f}); SRA at γ = 1 has refusal {m['sra_refusal']:.0%}, over-refusal "
+                  f"{m['sra_over_refusal']:.0%}, KL {m['sra_kl']:.5f}: **{m['kl_ratio']:,.0f}× less drift**.", ""]
+        else:
+            s += [f"Matched refusal ({m['pair'][0]} vs {m['pair'][1]}): {m['note']}.", ""]
     sr = r["sra"]
     s += ["## Ridge residualization", "",
           f"λ = {sr['lambda']:.4g} (GCV); fraction of the dirty direction explained by the atoms: "
@@ -351,7 +367,8 @@ def markdown(r: dict) -> str:
           table(r["selection"]["candidates"], ["hook", "position", "norm", "bypass", "induce", "kl", "eligible", "reason"],
                 {"norm": "{:.1f}", "bypass": "{:.2f}", "induce": "{:.2f}", "kl": "{:.4f}"}), "",
           "## Export", "",
-          f"`{r['export']['path']}`: max |logit difference| vs the inference-time ablation "
+          f"`{r['export']['path']}` (SRA from block {r['export']['from_layer']} on, baked into the weights): "
+          f"max |logit difference| vs the inference-time ablation "
           f"{r['export']['max_abs_diff_vs_hooks']:.2e}, vs transformers loading the directory "
           f"{r['export']['max_abs_diff_transformers']:.2e}.", "",
           "![atoms](atoms_cosine.png)", "", f"Run time {r['seconds']:.0f} s."]

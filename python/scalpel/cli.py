@@ -158,7 +158,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         d = json.loads(Path(args.direction).read_text())
         if "direction" not in d:
             raise ValueError(f"{args.direction}: expected a scalpel_edit.json with a 'direction' list")
-        handle = scalpel.ablate_direction(model, torch.tensor(d["direction"], dtype=torch.float32), args.gamma)
+        handle = scalpel.ablate_direction(model, torch.tensor(d["direction"], dtype=torch.float32), args.gamma,
+                                          int(d.get("from_layer", 0)))
     try:
         t0 = time.perf_counter()
         res = sra.evaluate(model, harmful, harmless, fmt, reference_logits=ref_logits, texts=texts,

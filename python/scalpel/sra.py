@@ -511,19 +511,21 @@ def mine_hard_negatives(model, make_direction: Callable[[list[str], list[str]], 
 
 
 def export_ablated(source: str | os.PathLike, out: str | os.PathLike, direction: torch.Tensor, gamma: float = 1.0,
-                   overwrite: bool = False) -> Path:
+                   overwrite: bool = False, from_layer: int = 0) -> Path:
     """A Hugging Face directory whose weights have `direction` projected out (W ← (I − γv̂v̂ᵀ)W for
-    every write into the residual stream); the source directory is only read. The direction and
+    every write into the residual stream, or of blocks from_layer.. only); the source directory is
+    only read. The direction and
     γ are recorded beside the weights in scalpel_edit.json (not a .safetensors file, which
     loaders would take for a weight shard)."""
     from .model import load
 
     model = load(str(source), dtype="float32")
-    edited = _scalpel.orthogonalize_weights(model, direction, gamma)
+    edited = _scalpel.orthogonalize_weights(model, direction, gamma, from_layer)
     model.save_pretrained(str(out), "", overwrite)
     meta = Path(out) / "scalpel_edit.json"
     tmp = meta.with_name(".scalpel_edit.json.tmp")
     tmp.write_text(json.dumps({"edit": "directional ablation (weight orthogonalization)", "gamma": gamma,
+                               "from_layer": from_layer,
                                "source": str(source), "edited": edited,
                                "direction": direction.double().tolist()}, indent=1) + "\n")
     os.replace(tmp, meta)

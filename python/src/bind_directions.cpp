@@ -43,14 +43,16 @@ void bind_directions(py::module_& m) {
       .def_readonly("condition_number", &AtomAudit::condition_number)
       .def_readonly("collinear", &AtomAudit::collinear);
   m.def("audit_directions", &audit_directions, py::arg("atoms"), py::arg("collinear_cosine") = 0.9);
-  m.def("residual_write_points", &residual_write_points, py::arg("model"),
+  m.def("residual_write_points", &residual_write_points, py::arg("model"), py::arg("from_layer") = 0,
         "The hook points that write into the residual stream");
   m.def("ablate_direction", &ablate_direction, py::arg("model"), py::arg("v"), py::arg("gamma") = 1.0,
+        py::arg("from_layer") = 0,
         "Project v out of every write into the residual stream until the handle is removed (`with` works)");
   m.def("add_direction", &add_direction, py::arg("model"), py::arg("v"), py::arg("alpha"), py::arg("layer"),
         py::arg("positions") = std::vector<int64_t>{}, py::arg("normalize") = true,
         "Add alpha * v (unit when normalize) to blocks.{layer}.hook_resid_pre until the handle is removed");
   m.def("orthogonalize_weights", &orthogonalize_weights, py::arg("model"), py::arg("v"), py::arg("gamma") = 1.0,
+        py::arg("from_layer") = 0,
         py::call_guard<py::gil_scoped_release>(),
         "W <- (I - gamma v v^T) W for every weight writing into the residual stream, in place; returns their names");
   m.def("perplexity", &perplexity, py::arg("model"), py::arg("sequences"), py::arg("batch_size") = 8,

@@ -237,11 +237,29 @@ AtomAudit audit_directions(const at::Tensor& atoms, double collinear_cosine) {
   return a;
 }
 
-std::vector<std::string> residual_write_points(const Transformer& model) {
+namespace {
+void check_from_layer(const Transformer& model, int64_t from_layer, const char* what) {
+  const int64_t L = model.config().n_layers;
+  if (from_layer < 0 || from_layer >= L)
+    throw InvalidArgument(detail::expected_got(std::string(what) + " from_layer", "0.." + std::to_string(L - 1),
+                                               std::to_string(from_layer)));
+}
+
+// "model.layers.{l}." → l, or -1 for tensors outside the blocks.
+int64_t block_of(const std::string& name) {
+  const std::string prefix = "model.layers.";
+  if (name.rfind(prefix, 0) != 0) return -1;
+  return std::stoll(name.substr(prefix.size(), name.find('.', prefix.size()) - prefix.size()));
+}
+}  // namespace
+
+std::vector<std::string> residual_write_points(const Transformer& model, int64_t from_layer) {
+  check_from_layer(model, from_layer, "residual_write_points");
   const auto& cfg = model.config();
-  std::vector<std::string> names{"hook_embed"};
-  if (cfg.positions == PositionKind::Learned) names.push_back("hook_pos_embed");
-  for (int64_t l = 0; l < cfg.n_layers; ++l) {
+  std::vector<std::string> names;
+  if (from_layer == 0) names.push_back("hook_embed");
+  if (from_layer == 0 && cfg.positions == PositionKind::Learned) names.push_back("hook_pos_embed");
+  for (int64_t l = from_layer; l < cfg.n_layers; ++l) {
     names.push_back("blocks." + std::to_string(l) + ".hook_attn_out");
     names.push_back("blocks." + std::to_string(l) + ".hook_mlp_out");
   }
@@ -257,11 +275,11 @@ HookFn project_out_hook(const at::Tensor& v, double gamma) {
   };
 }
 
-HookHandle ablate_direction(Transformer& model, const at::Tensor& v, double gamma) {
+HookHandle ablate_direction(Transformer& model, const at::Tensor& v, double gamma, int64_t from_layer) {
   as_vector(v, model.config().d_model, "ablate_direction v");
   auto fn = project_out_hook(v, gamma);
   std::vector<std::pair<std::string, HookFn>> hooks;
-  for (const auto& n : residual_write_points(model)) hooks.emplace_back(n, fn);
+  for (const auto& n : residual_write_points(model, from_layer)) hooks.emplace_back(n, fn);
   return model.add_hooks(hooks);
 }
 
@@ -275,9 +293,11 @@ HookHandle add_direction(Transformer& model, const at::Tensor& v, double alpha, 
   return model.add_hook("blocks." + std::to_string(layer) + ".hook_resid_pre", add_vector_hook(vec, alpha, positions));
 }
 
-std::vector<std::string> orthogonalize_weights(Transformer& model, const at::Tensor& v, double gamma) {
+std::vector<std::string> orthogonalize_weights(Transformer& model, const at::Tensor& v, double gamma,
+                                               int64_t from_layer) {
   const auto& cfg = model.config();
   as_vector(v, cfg.d_model, "orthogonalize_weights v");
+  check_from_layer(model, from_layer, "orthogonalize_weights");
   if (cfg.post_norms)
     throw Unsupported(detail::expected_got("orthogonalize_weights", "an architecture whose writes reach the residual stream directly",
                                            "post-norms on the attention and MLP outputs (Gemma)",
@@ -300,6 +320,7 @@ std::vector<std::string> orthogonalize_weights(Transformer& model, const at::Ten
     const bool embed = n == "model.embed_tokens.weight" || n == "model.embed_positions.weight";
     const bool writes = n.find(".self_attn.o_proj.") != std::string::npos || n.find(".mlp.down_proj.") != std::string::npos;
     if (!embed && !writes) continue;
+    if (embed ? from_layer > 0 : block_of(n) < from_layer) continue;
     auto u = unit(v.to(at::kDouble));
     auto wd = w.to(at::kDouble);
     at::Tensor out;

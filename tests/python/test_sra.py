@@ -165,6 +165,23 @@ def test_weight_edit_equals_inference_time_ablation(gamma):
     assert (m.forward(torch.tensor([prompts[0]])) - full).abs().max() < 1e-4
 
 
+def test_weight_edit_from_a_layer_equals_ablation_from_that_layer():
+    m = _model()
+    v = torch.randn(32)
+    prompts = _prompts(4)
+    assert scalpel.residual_write_points(m, 2) == ["blocks.2.hook_attn_out", "blocks.2.hook_mlp_out"]
+    with scalpel.ablate_direction(m, v, 1.0, 2):
+        hooked = scalpel.last_logits(m, prompts)
+    with scalpel.ablate_direction(m, v):
+        everywhere = scalpel.last_logits(m, prompts)
+    assert (hooked - everywhere).abs().max() > 1e-3  # the earlier writes matter
+    assert scalpel.orthogonalize_weights(m, v, 1.0, 2) == ["model.layers.2.self_attn.o_proj.weight",
+                                                          "model.layers.2.mlp.down_proj.weight"]
+    assert (scalpel.last_logits(m, prompts) - hooked).abs().max() < 1e-4
+    with pytest.raises(ValueError, match=r"from_layer: expected 0..2, got 3"):
+        scalpel.ablate_direction(m, v, 1.0, 3)
+
+
 def test_weight_edit_refuses_tied_embeddings():
     m = _model(tie_word_embeddings=True)
     with pytest.raises(ValueError, match="tied embeddings"):
@@ -278,8 +295,20 @@ def test_sra_removes_refusal_with_less_damage_than_the_dirty_direction(shared):
         d = sra.evaluate(model, harm, safe, fmt, reference_logits=ref, max_new_tokens=8)
     with scalpel.ablate_direction(model, res.clean):
         c = sra.evaluate(model, harm, safe, fmt, reference_logits=ref, max_new_tokens=8)
-    assert c["refusal_rate"] <= 0.05 < d["refusal_rate"]
+    assert c["refusal_rate"] <= 0.05 < d["refusal_rate"] < base["refusal_rate"]  # refusal falls for both
     assert c["over_refusal"] == 0.0 and c["first_token_kl"] < d["first_token_kl"]
+    # At a matched refusal rate (dirty needs γ = 2) the dirty edit breaks harmless requests (they get
+    # refused) and moves the shield skills' answers more than SRA does.
+    shield = [model.tokenizer.encode(fmt(q)) for k in ("sum", "count", "copy") for q, _ in E[k]]
+    ref_s = scalpel.last_logits(model, shield)
+    with scalpel.ablate_direction(model, dirty, 2.0):
+        d2 = sra.evaluate(model, harm, safe, fmt, reference_logits=ref, max_new_tokens=8)
+        d2_shield = scalpel.first_token_kl(model, shield, ref_s).mean().item()
+    with scalpel.ablate_direction(model, res.clean):
+        c_shield = scalpel.first_token_kl(model, shield, ref_s).mean().item()
+    assert d2["refusal_rate"] <= 0.05
+    assert d2["over_refusal"] >= 0.25 > c["over_refusal"]
+    assert d2_shield > 10 * c_shield
 
 
 def test_eval_command_on_the_organism_with_an_exported_edit(tmp_path, shared):

@@ -72,16 +72,18 @@ AtomAudit audit_directions(const at::Tensor& atoms, double collinear_cosine = 0.
 
 /// The hook points that write into the residual stream: hook_embed,
 /// hook_pos_embed (learned positions), and every block's hook_attn_out and
-/// hook_mlp_out.
-std::vector<std::string> residual_write_points(const Transformer& model);
+/// hook_mlp_out. With from_layer > 0: only the writes of blocks from_layer..
+/// (no embeddings).
+std::vector<std::string> residual_write_points(const Transformer& model, int64_t from_layer = 0);
 
 /// x − gamma·(x·v̂)v̂ on the last dimension (v̂ = v/|v|), as a hook.
 HookFn project_out_hook(const at::Tensor& v, double gamma = 1.0);
 
 /// Directional ablation at inference time: projects `v` out of every write into
 /// the residual stream, at every layer and position, until the handle is
-/// removed (Python: a `with` block).
-HookHandle ablate_direction(Transformer& model, const at::Tensor& v, double gamma = 1.0);
+/// removed (Python: a `with` block). from_layer > 0 leaves the embeddings and
+/// the blocks before it alone.
+HookHandle ablate_direction(Transformer& model, const at::Tensor& v, double gamma = 1.0, int64_t from_layer = 0);
 
 /// Activation addition: adds alpha·v̂ to the residual stream entering `layer`
 /// (blocks.{layer}.hook_resid_pre) at `positions` (empty = all), until the
@@ -94,8 +96,10 @@ HookHandle add_direction(Transformer& model, const at::Tensor& v, double alpha, 
 /// each o_proj and down_proj). In place, on the model's live parameters.
 /// Unsupported for tied embeddings (the unembedding would change too) and for
 /// architectures whose writes pass through a norm (Gemma's post-norms).
-/// Returns the names of the edited tensors.
-std::vector<std::string> orthogonalize_weights(Transformer& model, const at::Tensor& v, double gamma = 1.0);
+/// from_layer > 0 edits only blocks from_layer.. (equal to ablate_direction
+/// with the same from_layer). Returns the names of the edited tensors.
+std::vector<std::string> orthogonalize_weights(Transformer& model, const at::Tensor& v, double gamma = 1.0,
+                                               int64_t from_layer = 0);
 
 /// Perplexity exp(mean next-token NLL) over every predicted token of
 /// `sequences` (each at least 2 tokens), in batches.
