@@ -802,7 +802,8 @@ void Transformer::reset_hooks() {
 }
 
 std::pair<at::Tensor, std::map<std::string, at::Tensor>> Transformer::run_with_cache(
-    const at::Tensor& tokens, const std::vector<std::string>& names, const at::Tensor& attention_mask) {
+    const at::Tensor& tokens, const std::vector<std::string>& names, const at::Tensor& attention_mask,
+    bool last_position_only) {
   auto cache = std::make_shared<std::map<std::string, at::Tensor>>();
   std::vector<std::pair<std::string, HookFn>> hooks;
   for (const auto& n : names.empty() ? hook_names() : names)
@@ -811,7 +812,7 @@ std::pair<at::Tensor, std::map<std::string, at::Tensor>> Transformer::run_with_c
       return at::Tensor();
     });
   auto handle = add_hooks(hooks);
-  auto logits = forward(tokens, attention_mask);
+  auto logits = forward(tokens, attention_mask, last_position_only);
   return {logits, std::move(*cache)};
 }
 

@@ -80,40 +80,52 @@ at::Tensor replace_sets(Transformer& model, const std::vector<at::Tensor>& promp
   at::NoGradGuard no_grad;
   const int64_t n_layers = model.config().n_layers;
   const auto n = static_cast<int64_t>(sets.size());
-  auto out = torch::zeros({static_cast<int64_t>(prompts.size()), n});
   const auto resid = detail::resid_pre_names(n_layers);
+  // The batches of sets, the same for every prompt: each starts at the earliest layer
+  // any of its rows replaces, so only those layers' resid_pre is cached per prompt.
+  struct Batch {
+    int64_t start, rows, first;
+    std::map<int64_t, std::vector<std::vector<int64_t>>> units;  // layer -> per row -> units
+  };
+  std::vector<Batch> batches;
+  std::set<std::string> starts;
+  for (int64_t start = 0; start < n; start += batch_size) {
+    Batch b{start, std::min(batch_size, n - start), n_layers, {}};
+    for (int64_t r = 0; r < b.rows; ++r)
+      for (const auto& [l, u] : sets[static_cast<size_t>(start + r)]) {
+        auto& per_row = b.units[l];
+        per_row.resize(static_cast<size_t>(b.rows));
+        per_row[static_cast<size_t>(r)].push_back(u);
+        b.first = std::min(b.first, l);
+      }
+    if (b.first < n_layers) starts.insert(resid[static_cast<size_t>(b.first)]);
+    batches.push_back(std::move(b));
+  }
+  const std::vector<std::string> cached(starts.begin(), starts.end());
+  auto out = torch::zeros({static_cast<int64_t>(prompts.size()), n});
   Progress progress(label, static_cast<int64_t>(prompts.size()) * n);
   for (size_t i = 0; i < prompts.size(); ++i) {
-    auto target_cache = model.run_with_cache(prompts[i], resid).second;
+    std::map<std::string, at::Tensor> target_cache;
+    if (!cached.empty()) target_cache = model.run_with_cache(prompts[i], cached).second;
     const auto repl = replacements(i);
-    for (int64_t start = 0; start < n; start += batch_size) {
-      const int64_t rows = std::min(batch_size, n - start);
-      int64_t first = n_layers;  // the earliest layer any row replaces: start there
-      std::map<int64_t, std::vector<std::vector<int64_t>>> units;  // layer -> per row -> units
-      for (int64_t r = 0; r < rows; ++r)
-        for (const auto& [l, u] : sets[static_cast<size_t>(start + r)]) {
-          auto& per_row = units[l];
-          per_row.resize(static_cast<size_t>(rows));
-          per_row[static_cast<size_t>(r)].push_back(u);
-          first = std::min(first, l);
-        }
+    for (const auto& b : batches) {
       std::vector<std::pair<std::string, HookFn>> hooks;
-      for (auto& [l, per_row] : units)
-        hooks.emplace_back(component_hook_name(component, l), [src = repl.at(l), per_row](const at::Tensor& x, const HookPoint&) {
+      for (const auto& [l, per_row] : b.units)
+        hooks.emplace_back(component_hook_name(component, l), [src = repl.at(l), per_row = per_row](const at::Tensor& x, const HookPoint&) {
           for (size_t r = 0; r < per_row.size(); ++r)
             for (auto u : per_row[r]) detail::patch_row(x.select(0, static_cast<int64_t>(r)), src, {u, -1});
           return x;
         });
       auto handle = model.add_hooks(hooks);
       at::Tensor logits;
-      if (first < n_layers) {
-        auto x = target_cache.at(resid[static_cast<size_t>(first)]).expand({rows, -1, -1}).contiguous();
-        logits = model.forward_from(first, x, {}, last_position_only);
+      if (b.first < n_layers) {
+        auto x = target_cache.at(resid[static_cast<size_t>(b.first)]).expand({b.rows, -1, -1}).contiguous();
+        logits = model.forward_from(b.first, x, {}, last_position_only);
       } else {
-        logits = model.forward(prompts[i].expand({rows, -1}).contiguous(), {}, last_position_only);
+        logits = model.forward(prompts[i].expand({b.rows, -1}).contiguous(), {}, last_position_only);
       }
-      out[static_cast<int64_t>(i)].narrow(0, start, rows).copy_(metric(logits, i, start, rows));
-      progress.update(rows);
+      out[static_cast<int64_t>(i)].narrow(0, b.start, b.rows).copy_(metric(logits, i, b.start, b.rows));
+      progress.update(b.rows);
     }
   }
   progress.finish();
@@ -295,14 +307,31 @@ CircuitValidation validate_circuit(Transformer& model, const std::vector<Circuit
   // Held-out pairs: rows {none, circuit, complement, randoms...} patched from the sources.
   std::vector<std::vector<CircuitComponent>> sets = {{}, circuit, others};
   sets.insert(sets.end(), randoms.begin(), randoms.end());
-  auto m = patch_sets(model, sources, targets, metric, o.component, sets, o.batch_size, o.last_position_only);
+  // One pass over the sources gives their scores, their activations for the patched rows and
+  // the mean for the deployable edit.
+  const auto layers = layers_of(sets);  // the circuit and the random sets are among them
+  const auto names = hook_names_of(o.component, layers);
+  std::vector<std::map<int64_t, at::Tensor>> own(sources.size());
+  std::map<int64_t, at::Tensor> means;
+  int64_t count = 0;
   {
     at::NoGradGuard no_grad;
     for (size_t i = 0; i < sources.size(); ++i) {
-      auto logits = model.forward(sources[i], {}, o.last_position_only);
+      auto [logits, cache] = model.run_with_cache(sources[i], names, {}, o.last_position_only);
       v.source_mean += detail::score_rows(metric[i], logits, 1).item<double>();
+      for (auto l : layers) {
+        auto a = cache.at(component_hook_name(o.component, l)).select(0, 0);
+        own[i][l] = a;
+        auto total = a.to(at::kFloat).sum(0, /*keepdim=*/true);
+        means[l] = means.count(l) ? means[l] + total : total;
+      }
+      count += sources[i].size(1);
     }
+    for (auto& [l, t] : means) t = (t / static_cast<double>(count)).to(model.dtype());
   }
+  auto m = replace_sets(model, targets, rows_of(metric), o.component, sets, o.batch_size,
+                        [&own](size_t i) { return own[i]; }, "validating circuit", o.last_position_only)
+               .mean(0);
   v.source_mean /= static_cast<double>(sources.size());
   v.target_mean = m[0].item<double>();
   auto recovered = [&](double x) { return v.source_mean == v.target_mean ? 0.0 : (x - v.target_mean) / (v.source_mean - v.target_mean); };
@@ -313,7 +342,6 @@ CircuitValidation validate_circuit(Transformer& model, const std::vector<Circuit
   // The deployable edit: each set replaced by its mean over the source runs.
   std::vector<std::vector<CircuitComponent>> edits = {circuit};
   edits.insert(edits.end(), randoms.begin(), randoms.end());
-  const auto means = mean_activations(model, sources, o.component, layers_of(edits), false);
   const Replacements constant = [&means](size_t) { return means; };
   auto e = replace_sets(model, targets, rows_of(metric), o.component, {circuit}, o.batch_size, constant,
                         "validating circuit (mean edit)", o.last_position_only);

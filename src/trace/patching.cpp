@@ -141,33 +141,21 @@ struct Start {
   double source_score = 0.0, target_score = 0.0;
 };
 
-// run_with_cache, unembedding only the last position when asked.
-std::pair<at::Tensor, std::map<std::string, at::Tensor>> run_cached(Transformer& model, const at::Tensor& tokens,
-                                                                    const std::vector<std::string>& names, bool last) {
-  std::map<std::string, at::Tensor> cache;
-  std::vector<std::pair<std::string, HookFn>> hooks;
-  for (const auto& n : names)
-    hooks.emplace_back(n, [&cache](const at::Tensor& x, const HookPoint& p) {
-      cache[p.name()] = x.detach();
-      return at::Tensor();
-    });
-  auto handle = model.add_hooks(hooks);
-  auto logits = model.forward(tokens, {}, last);
-  return {logits, std::move(cache)};
-}
-
 // `target_names`: what to cache of the target run (nullptr: do not run it).
 Start start_sweep(Transformer& model, const at::Tensor& source, const at::Tensor& target, const Metric& metric,
                   const SweepOptions& o, const std::vector<std::string>* target_names) {
   at::NoGradGuard no_grad;
   Start st{make_plan(model, source, target, o), {}, {}, {}, 0.0, 0.0};
   for (auto l : st.plan.layers) st.names.push_back(component_hook_name(st.plan.component, l));
-  auto [source_logits, source_cache] = run_cached(model, source, st.names, o.last_position_only);
+  auto [source_logits, source_cache] = model.run_with_cache(source, st.names, {}, o.last_position_only);
   st.source_cache = std::move(source_cache);
   st.source_score = score_rows(metric, source_logits, 1).item<double>();
   if (target_names) {
-    auto [target_logits, target_cache] = run_cached(model, target, *target_names, o.last_position_only);
-    st.target_cache = std::move(target_cache);
+    at::Tensor target_logits;
+    if (target_names->empty())  // nothing to cache (run_with_cache would cache every hook point)
+      target_logits = model.forward(target, {}, o.last_position_only);
+    else
+      std::tie(target_logits, st.target_cache) = model.run_with_cache(target, *target_names, {}, o.last_position_only);
     st.target_score = score_rows(metric, target_logits, 1).item<double>();
   }
   return st;

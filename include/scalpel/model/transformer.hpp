@@ -145,9 +145,11 @@ class Transformer {
   HookHandle add_backward_hooks(const std::vector<std::pair<std::string, BackwardHookFn>>& hooks);
   void reset_hooks();
 
-  /// Logits and the activations at `names` (all hook points when empty).
+  /// Logits and the activations at `names` (all hook points when empty);
+  /// `last_position_only` unembeds the last position only, as in forward().
   std::pair<at::Tensor, std::map<std::string, at::Tensor>> run_with_cache(
-      const at::Tensor& tokens, const std::vector<std::string>& names = {}, const at::Tensor& attention_mask = {});
+      const at::Tensor& tokens, const std::vector<std::string>& names = {}, const at::Tensor& attention_mask = {},
+      bool last_position_only = false);
 
   /// Generates from token prompts of any lengths (left-padded into a batch),
   /// with a KV cache; hooks stay active at every step.
