@@ -82,7 +82,9 @@ at::Tensor collect_activations(Transformer& model, const std::vector<std::vector
   for (size_t s = 0; s < prompts.size(); s += static_cast<size_t>(batch_size)) {
     const size_t e = std::min(prompts.size(), s + static_cast<size_t>(batch_size));
     auto [tokens, mask] = left_padded(prompts, s, e);
-    auto cache = model.run_with_cache(tokens, names, mask).second;
+    // The logits are not needed: unembed one position only (the unembedding of every position
+    // can cost more than the blocks for a large vocabulary).
+    auto cache = model.run_with_cache(tokens, names, mask, /*last_position_only=*/true).second;
     const int64_t L = tokens.size(1);
     std::vector<at::Tensor> per_name;
     for (const auto& n : names) {
