@@ -14,6 +14,7 @@ evaluation battery and hard-negative mining.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -300,7 +301,7 @@ def select_direction(model, cands: Candidates, harmful_val: Sequence[str], harml
     L = model.config.n_layers
     rows, best = [], None
     total = len(cands.hooks) * len(cands.positions)
-    with _scalpel.Progress("selecting a direction", total) if progress else _nullcontext() as bar:
+    with _scalpel.Progress("selecting a direction", total) if progress else contextlib.nullcontext() as bar:
         for i, h in enumerate(cands.hooks):
             layer = _layer_of(h)
             for j, p in enumerate(cands.positions):
@@ -308,7 +309,8 @@ def select_direction(model, cands: Candidates, harmful_val: Sequence[str], harml
                 row = {"hook": h, "layer": layer, "position": p, "norm": v.norm().item()}
                 if row["norm"] < 1e-8:
                     rows.append({**row, "eligible": False, "reason": "zero direction"})
-                    bar and bar.update()
+                    if bar is not None:
+                        bar.update()
                     continue
                 with _scalpel.ablate_direction(model, v):
                     row["bypass"] = _refusal_score(_scalpel.last_logits(model, H), tokens).mean().item()
@@ -327,7 +329,8 @@ def select_direction(model, cands: Candidates, harmful_val: Sequence[str], harml
                 rows.append(row)
                 if row["eligible"] and (best is None or row["bypass"] < best[0]):
                     best = (row["bypass"], h, p, v)
-                bar and bar.update()
+                if bar is not None:
+                    bar.update()
     for r in rows:
         r["baseline"] = base_h
     if best is None:
@@ -335,14 +338,6 @@ def select_direction(model, cands: Candidates, harmful_val: Sequence[str], harml
         raise RuntimeError(f"select_direction: no candidate passed the filters (KL < {kl_threshold}, induce > 0, not in "
                            f"the last {exclude_last:.0%} of layers), e.g. {worst}; relax kl_threshold / exclude_last")
     return Selection(best[1], best[2], best[3], rows)
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *a):
-        return False
 
 
 @dataclass
