@@ -349,3 +349,25 @@ def test_sra_example_writes_its_report(tmp_path, shared):
     assert rep["matched"]["kl_ratio"] >= 5
     assert rep["export"]["max_abs_diff_vs_hooks"] < 1e-4 and rep["export"]["max_abs_diff_transformers"] < 1e-4
     assert "## Leave one atom out" in (tmp_path / "report.md").read_text()
+
+
+@pytest.mark.parametrize("name", ["qwen2.5-0.5b-instruct", "mistral-7b-instruct-v0.3", "phi-3-mini-128k-instruct"])
+def test_post_instruction_positions_and_refusal_tokens_match_hf(shared, name):
+    """The template tokens after the instruction, and the refusal phrases' first tokens, against
+    transformers' tokenizer and chat template."""
+    path = shared / "tokenizers" / name
+    tok = scalpel.Tokenizer.from_file(str(path))
+    model = type("M", (), {"tokenizer": tok})()
+    fmt = sra.chat_formatter(model)
+    hf = transformers.AutoTokenizer.from_pretrained(str(path))
+    probe = "Tell me a story about a dog."
+    full = hf.apply_chat_template([{"role": "user", "content": probe}], add_generation_prompt=True, tokenize=False)
+    assert fmt(probe) == full
+    ids = hf(full, add_special_tokens=False)["input_ids"]
+    cut = full.rindex(probe) + len(probe)
+    n = len(ids) - len(hf(full[:cut], add_special_tokens=False)["input_ids"])
+    assert sra.post_instruction_positions(model, fmt, probe) == list(range(-n, 0))
+    assert n >= 2  # every one of these templates has an end-of-turn and an assistant header
+    got = sra.refusal_tokens(model, fmt, phrases=("I cannot",))
+    want = hf(full + "I cannot", add_special_tokens=False)["input_ids"][len(ids)]
+    assert got == [want]
