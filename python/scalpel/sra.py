@@ -509,12 +509,14 @@ def export_ablated(source: str | os.PathLike, out: str | os.PathLike, direction:
                    overwrite: bool = False, from_layer: int = 0) -> Path:
     """A Hugging Face directory whose weights have `direction` projected out (W ← (I − γv̂v̂ᵀ)W for
     every write into the residual stream, or of blocks from_layer.. only); the source directory is
-    only read. The direction and
+    only read. A tied model is untied when its embedding is edited (the export gets its own lm_head). The direction and
     γ are recorded beside the weights in scalpel_edit.json (not a .safetensors file, which
     loaders would take for a weight shard)."""
     from .model import load
 
     model = load(str(source), dtype="float32")
+    if from_layer == 0:
+        model.untie_embeddings()  # the embedding is edited; a tied unembedding must not be
     edited = _scalpel.orthogonalize_weights(model, direction, gamma, from_layer)
     model.save_pretrained(str(out), "", overwrite)
     meta = Path(out) / "scalpel_edit.json"

@@ -154,6 +154,8 @@ void bind_model(py::module_& m) {
                   "Random weights from a Hugging Face config.json text (Llama, Mistral, Qwen2 layouts).")
       .def("named_parameters", &Transformer::named_parameters,
            "[(Hugging Face name, live weight tensor)]: edit in place, or set requires_grad to train")
+      .def("untie_embeddings", &Transformer::untie_embeddings,
+           "Give a tied output head its own copy of the embedding (False when already untied)")
       .def("save_pretrained", &Transformer::save_pretrained, py::arg("directory"), py::arg("dtype") = "",
            py::arg("overwrite") = false, py::call_guard<py::gil_scoped_release>(),
            "Write a Hugging Face directory (config, model.safetensors, the source's tokenizer files), atomically.")

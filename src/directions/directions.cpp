@@ -312,10 +312,11 @@ std::vector<std::string> orthogonalize_weights(Transformer& model, const at::Ten
   }
   bool has_lm_head = false;
   for (const auto& [n, _] : params) has_lm_head |= n == "lm_head.weight";
-  if (!has_lm_head)
+  if (!has_lm_head && from_layer == 0)
     throw Unsupported(detail::expected_got(
         "orthogonalize_weights", "separate embedding and unembedding matrices", "tied embeddings",
-        "editing the shared matrix would change the unembedding too; use ablate_direction, or untie the model first"));
+        "editing the shared matrix would change the unembedding too: call model.untie_embeddings() first "
+        "(the export then has its own lm_head), use from_layer > 0, or ablate_direction"));
   at::NoGradGuard no_grad;
   std::vector<std::string> edited;
   for (auto& [n, w] : params) {

@@ -678,6 +678,14 @@ std::vector<std::pair<std::string, at::Tensor>> Transformer::named_parameters() 
   return out;
 }
 
+bool Transformer::untie_embeddings() {
+  auto& W = impl_->w;
+  if (!W.unembed.defined() || !W.unembed.is_same(W.embed)) return false;
+  W.unembed = W.embed.detach().clone();
+  impl_->named.emplace_back("lm_head.weight", &W.unembed);
+  return true;
+}
+
 void Transformer::save_pretrained(const std::string& directory, const std::string& dtype, bool overwrite) const {
   const auto params = named_parameters();
   if (impl_->config_json.empty())

@@ -182,10 +182,34 @@ def test_weight_edit_from_a_layer_equals_ablation_from_that_layer():
         scalpel.ablate_direction(m, v, 1.0, 3)
 
 
-def test_weight_edit_refuses_tied_embeddings():
+def test_tied_embeddings_are_untied_before_the_embedding_is_edited(tmp_path):
+    v = torch.randn(32)
+    prompts = _prompts(4)
     m = _model(tie_word_embeddings=True)
-    with pytest.raises(ValueError, match="tied embeddings"):
-        scalpel.orthogonalize_weights(m, torch.randn(32))
+    with pytest.raises(ValueError, match="tied embeddings.*untie_embeddings"):
+        scalpel.orthogonalize_weights(m, v)
+    with scalpel.ablate_direction(m, v):
+        hooked = scalpel.last_logits(m, prompts)
+    with scalpel.ablate_direction(m, v, 1.0, 1):
+        hooked_from_1 = scalpel.last_logits(m, prompts)
+    assert "lm_head.weight" not in dict(m.named_parameters())
+    scalpel.orthogonalize_weights(m, v, 1.0, 1)  # the embedding is not edited: allowed while tied
+    assert (scalpel.last_logits(m, prompts) - hooked_from_1).abs().max() < 1e-4
+    m = _model(tie_word_embeddings=True)
+    assert m.untie_embeddings() and not m.untie_embeddings()
+    assert torch.equal(dict(m.named_parameters())["lm_head.weight"], dict(m.named_parameters())["model.embed_tokens.weight"])
+    scalpel.orthogonalize_weights(m, v)
+    assert (scalpel.last_logits(m, prompts) - hooked).abs().max() < 1e-4
+    # the export of a tied source is untied and equals the hooked model in transformers
+    src = tmp_path / "tied"
+    _model(tie_word_embeddings=True).save_pretrained(str(src))
+    assert json.loads((src / "config.json").read_text())["tie_word_embeddings"] is True
+    out = sra.export_ablated(src, tmp_path / "edited", v)
+    assert json.loads((out / "config.json").read_text())["tie_word_embeddings"] is False
+    hf = transformers.AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.float32)
+    with torch.no_grad():
+        want = torch.stack([hf(torch.tensor([p])).logits[0, -1] for p in prompts])
+    assert (want - hooked).abs().max() < 1e-4
 
 
 def test_exported_edit_loads_in_transformers_and_scalpel(tmp_path):

@@ -94,7 +94,9 @@ HookHandle add_direction(Transformer& model, const at::Tensor& v, double alpha, 
 /// The directional ablation baked into the weights: W ← (I − gamma·v̂v̂ᵀ)W for
 /// every matrix and bias that writes into the residual stream (embed_tokens,
 /// each o_proj and down_proj). In place, on the model's live parameters.
-/// Unsupported for tied embeddings (the unembedding would change too) and for
+/// Tied embeddings: Unsupported unless from_layer > 0 (the embedding is not
+/// edited) or the model was untied first (Transformer::untie_embeddings), since
+/// editing the shared matrix would change the unembedding too. Unsupported for
 /// architectures whose writes pass through a norm (Gemma's post-norms).
 /// from_layer > 0 edits only blocks from_layer.. (equal to ablate_direction
 /// with the same from_layer). Returns the names of the edited tensors.

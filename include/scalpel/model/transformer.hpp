@@ -119,6 +119,12 @@ class Transformer {
   /// (GPT-2's Conv1D, Gemma's norm offsets, fused GPT-NeoX projections).
   std::vector<std::pair<std::string, at::Tensor>> named_parameters() const;
 
+  /// Gives a tied output head its own copy of the embedding (then
+  /// named_parameters() lists lm_head.weight, and save_pretrained writes
+  /// tie_word_embeddings = false), so that the embedding can be edited
+  /// without changing the unembedding. Returns false when already untied.
+  bool untie_embeddings();
+
   /// Writes the model as a Hugging Face directory transformers loads:
   /// config.json (the source's, torch_dtype set), model.safetensors
   /// (named_parameters() in `dtype`: "" keeps the model's), and the tokenizer
