@@ -93,7 +93,8 @@ def main() -> int:
 
     def measure(full: bool = True) -> dict:
         m = sra.evaluate(model, harm_test, harmless_test, fmt, reference_logits=ref, tokens=refusal_tok,
-                         texts=texts if full else None, solutions=solutions if full else None, max_new_tokens=12)
+                         texts=texts if full else None, solutions=solutions if full else None, max_new_tokens=12,
+                         judge=O.refusal_judge)
         m.update(O.refusal_behaviour(model))
         if full:
             m["story_perplexity"] = scalpel.perplexity(model, story_ids)
@@ -267,7 +268,7 @@ def main() -> int:
         return sra.surgical_direction(scalpel.mean_difference(a, b)[0, 0], mine_reg, sel.hook, sel.position).clean
 
     mined, history = sra.mine_hard_negatives(model, make, harmful, harmless, pool_h, pool_b, fmt, rounds=3,
-                                             max_new_tokens=8)
+                                             max_new_tokens=8, judge=O.refusal_judge)
     report["mining"] = history
 
     # Export: the SRA edit baked into the weights, reloaded by scalpel and by transformers.
@@ -314,7 +315,7 @@ def markdown(r: dict) -> str:
          f"Selected site: `{r['selection']['hook']}` position {r['selection']['position']} (Arditi et al.'s "
          f"selection with KL threshold {r['selection']['kl_threshold']}; every candidate is listed at the end).", "",
          "## Comparison (held-out templates; γ = 1)", "",
-         "Refusal: greedy completions judged by the JailbreakBench/Arditi substring list; first-token KL on the "
+         "Refusal: the reply (first line of the greedy completion) judged by the JailbreakBench/Arditi substring list; first-token KL on the "
          "held-out harmless requests; `perplexity` is WikiText-2 (far outside a TinyStories model's world, so its "
          "base perplexity is in the thousands), `story_perplexity` is text sampled from the organism's base model "
          "(its own distribution); GSM8K/MBPP: perplexity of the reference solutions.", "",

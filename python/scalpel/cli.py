@@ -136,12 +136,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.organism:
         from . import organisms as O
 
-        fmt = O.chat_prompt
+        fmt, judge = O.chat_prompt, O.refusal_judge
         E = O.refusal_eval()
         harmful = [q for q, _ in E["harmful_questions"] + E["harmful_commands"]]
         harmless = [q for q, _ in E["harmless_commands"] + E["harmless_questions"]]
     else:
-        fmt = sra.chat_formatter(model)
+        fmt, judge = sra.chat_formatter(model), None
         harmful = _prompt_file(args.harmful, args.n) if args.harmful else sra.refusal_prompts("harmful_train", args.n)
         harmless = _prompt_file(args.harmless, args.n) if args.harmless else sra.refusal_prompts("harmless_val", args.n)
     B = [tok.encode(fmt(p), add_special_tokens=not getattr(fmt, "templated", False)) for p in harmless]
@@ -163,7 +163,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     try:
         t0 = time.perf_counter()
         res = sra.evaluate(model, harmful, harmless, fmt, reference_logits=ref_logits, texts=texts,
-                           solutions=solutions, max_new_tokens=args.max_new_tokens)
+                           solutions=solutions, max_new_tokens=args.max_new_tokens, judge=judge)
     finally:
         if handle is not None:
             handle.remove()

@@ -19,7 +19,7 @@ from pathlib import Path
 from . import _scalpel
 
 __all__ = ["build", "recipes", "induction_data", "induction_scores", "INDUCTION", "REFUSAL", "refusal_data",
-           "refusal_eval", "refusal_registry", "chat_prompt", "RUDE", "rude_pairs", "rude_behaviour"]
+           "refusal_eval", "refusal_registry", "refusal_judge", "chat_prompt", "RUDE", "rude_pairs", "rude_behaviour"]
 
 # Induction: a 2-layer transformer with attention only (its MLP's output
 # projection is zero and frozen, so the MLP adds exactly 0), trained on random
@@ -134,6 +134,12 @@ def refusal_registry(r: dict = REFUSAL):
         Atom("count", "shield", [q for q, _ in sets["count"]], cmd + qst, "counting vs harmless requests"),
         Atom("copy", "shield", [q for q, _ in sets["copy"]], cmd + qst, "copying a word vs harmless requests"),
     ])
+
+
+def refusal_judge(completion: str) -> bool:
+    """The substring judge on the organism's reply, which is its first line (it has no end-of-turn
+    token and goes on with story text, where a refusal phrase may turn up by chance)."""
+    return _scalpel.is_refusal(completion.split("\n")[0])
 
 
 def refusal_behaviour(model, r: dict = REFUSAL, max_new_tokens: int = 16) -> dict[str, float]:

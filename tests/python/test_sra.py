@@ -313,12 +313,12 @@ def test_sra_removes_refusal_with_less_damage_than_the_dirty_direction(shared):
     harm = [q for q, _ in E["harmful_questions"] + E["harmful_commands"]]
     safe = [q for q, _ in E["harmless_commands"] + E["harmless_questions"]]
     ref = scalpel.last_logits(model, [model.tokenizer.encode(fmt(p)) for p in safe])
-    base = sra.evaluate(model, harm, safe, fmt, reference_logits=ref, max_new_tokens=8)
+    base = sra.evaluate(model, harm, safe, fmt, reference_logits=ref, max_new_tokens=8, judge=O.refusal_judge)
     assert base["refusal_rate"] == 1.0 and base["over_refusal"] == 0.0
     with scalpel.ablate_direction(model, dirty):
-        d = sra.evaluate(model, harm, safe, fmt, reference_logits=ref, max_new_tokens=8)
+        d = sra.evaluate(model, harm, safe, fmt, reference_logits=ref, max_new_tokens=8, judge=O.refusal_judge)
     with scalpel.ablate_direction(model, res.clean):
-        c = sra.evaluate(model, harm, safe, fmt, reference_logits=ref, max_new_tokens=8)
+        c = sra.evaluate(model, harm, safe, fmt, reference_logits=ref, max_new_tokens=8, judge=O.refusal_judge)
     assert c["refusal_rate"] <= 0.05 < d["refusal_rate"] < base["refusal_rate"]  # refusal falls for both
     assert c["over_refusal"] == 0.0 and c["first_token_kl"] < d["first_token_kl"]
     # At a matched refusal rate (dirty needs γ = 2) the dirty edit breaks harmless requests (they get
@@ -326,7 +326,7 @@ def test_sra_removes_refusal_with_less_damage_than_the_dirty_direction(shared):
     shield = [model.tokenizer.encode(fmt(q)) for k in ("sum", "count", "copy") for q, _ in E[k]]
     ref_s = scalpel.last_logits(model, shield)
     with scalpel.ablate_direction(model, dirty, 2.0):
-        d2 = sra.evaluate(model, harm, safe, fmt, reference_logits=ref, max_new_tokens=8)
+        d2 = sra.evaluate(model, harm, safe, fmt, reference_logits=ref, max_new_tokens=8, judge=O.refusal_judge)
         d2_shield = scalpel.first_token_kl(model, shield, ref_s).mean().item()
     with scalpel.ablate_direction(model, res.clean):
         c_shield = scalpel.first_token_kl(model, shield, ref_s).mean().item()
