@@ -19,11 +19,10 @@ import argparse
 import json
 import os
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
-from patching_task import patching_pair, save_random_qwen
+from patching_task import load_random_qwen, patching_pair
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,9 +54,7 @@ def main() -> None:
     res = {"threads": args.threads}
 
     # Cost, in forward passes of the same model on the same tokens.
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg = save_random_qwen(args.shared, tmp)
-        model = scalpel.load(tmp, dtype="float32")
+    cfg, model, _ = load_random_qwen(args.shared)
     clean, corrupted, metric = patching_pair(cfg.vocab_size, args.tokens)
 
     with torch.no_grad():

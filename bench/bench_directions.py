@@ -21,11 +21,10 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from patching_task import save_random_qwen
+from patching_task import load_random_qwen
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -49,16 +48,12 @@ def main() -> None:
     ap.add_argument("--out", default=str(REPO / "docs" / "results" / "bench_directions.json"))
     args = ap.parse_args()
     import torch
-    import transformers
 
     import scalpel
 
     torch.set_num_threads(args.threads)
     scalpel.set_log_level("warn")
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg = save_random_qwen(args.shared, tmp)
-        model = scalpel.load(tmp, dtype="float32")
-        hf = transformers.AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32).eval()
+    cfg, model, hf = load_random_qwen(args.shared, with_transformers=True)
     g = torch.Generator().manual_seed(1)
     prompts = [torch.randint(0, cfg.vocab_size, (int(n),), generator=g).tolist()
                for n in torch.randint(16, 33, (args.prompts,), generator=g)]

@@ -17,11 +17,10 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from patching_task import patching_pair, save_random_qwen
+from patching_task import load_random_qwen, patching_pair
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,9 +40,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     scalpel.set_log_level("warn")
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg = save_random_qwen(args.shared, tmp)
-        model = scalpel.load(tmp, dtype="float32")
+    cfg, model, _ = load_random_qwen(args.shared)
     clean, corrupted, metric = patching_pair(cfg.vocab_size, args.tokens)
 
     t = time.perf_counter()

@@ -2,7 +2,7 @@
 shape (config from ../shared/tokenizers, seed 0, float32) and a clean/corrupted
 pair of random tokens that differ in the middle one, with the last-position
 logit difference as the metric. Used by bench_patching.py,
-bench_patching_tl.py and bench_attribution.py so they time the same thing."""
+bench_patching_tl.py, bench_attribution.py and bench_directions.py so they time the same thing."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,6 +17,23 @@ def save_random_qwen(shared: str | Path, path: str | Path):
     torch.manual_seed(0)
     transformers.AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).save_pretrained(path)
     return cfg
+
+
+def load_random_qwen(shared: str | Path, with_transformers: bool = False):
+    """The random model loaded by scalpel (float32) and, when asked, by transformers from the same
+    directory: (config, scalpel model, transformers model or None)."""
+    import tempfile
+
+    import torch
+    import transformers
+
+    import scalpel
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = save_random_qwen(shared, tmp)
+        model = scalpel.load(tmp, dtype="float32")
+        hf = transformers.AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32).eval() if with_transformers else None
+    return cfg, model, hf
 
 
 def patching_pair(vocab_size: int, tokens: int):

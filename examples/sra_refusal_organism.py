@@ -84,12 +84,10 @@ def main() -> int:
     story_ids = [tok.encode("Once upon a time") + list(t) for t in stories.new_tokens]
     del base
     solutions = {"gsm8k": sra.gsm8k(8 if args.quick else 24), "mbpp": sra.mbpp(8 if args.quick else 24)}
-    B_ids = [tok.encode(fmt(p)) for p in harmless_test]
-    S_ids = {k: [tok.encode(fmt(p)) for p in v] for k, v in shields.items()}
+    B_ids = sra.encode_prompts(model, harmless_test, fmt)
+    S_ids = {k: sra.encode_prompts(model, v, fmt) for k, v in shields.items()}
     ref = scalpel.last_logits(model, B_ids)
     ref_s = {k: scalpel.last_logits(model, v) for k, v in S_ids.items()}
-    beh_keys = ["harmful_questions_refused", "harmful_commands_refused", "harmless_commands_refused",
-                "harmless_questions_refused", "sum_accuracy", "count_accuracy", "copy_accuracy"]
 
     def measure(full: bool = True) -> dict:
         m = sra.evaluate(model, harm_test, harmless_test, fmt, reference_logits=ref, tokens=refusal_tok,
@@ -263,9 +261,8 @@ def main() -> int:
     mine_reg.extract(model, [sel.hook], [sel.position], fmt)
 
     def make(hs, bs):
-        a = scalpel.collect_activations(model, [tok.encode(fmt(p)) for p in hs], [sel.hook], [sel.position])
-        b = scalpel.collect_activations(model, [tok.encode(fmt(p)) for p in bs], [sel.hook], [sel.position])
-        return sra.surgical_direction(scalpel.mean_difference(a, b)[0, 0], mine_reg, sel.hook, sel.position).clean
+        v = sra.candidate_directions(model, hs, bs, fmt, hooks=[sel.hook], positions=[sel.position]).directions[0, 0]
+        return sra.surgical_direction(v, mine_reg, sel.hook, sel.position).clean
 
     mined, history = sra.mine_hard_negatives(model, make, harmful, harmless, pool_h, pool_b, fmt, rounds=3,
                                              max_new_tokens=8, judge=O.refusal_judge)
@@ -276,7 +273,7 @@ def main() -> int:
     export = out / "model-sra"
     sra.export_ablated(src, export, res.clean, 1.0, overwrite=True, from_layer=site_layer)
     edited = scalpel.load(str(export))
-    probe = [tok.encode(fmt(p)) for p in harm_test[:4] + harmless_test[:4]]
+    probe = sra.encode_prompts(model, harm_test[:4] + harmless_test[:4], fmt)
     with scalpel.ablate_direction(model, res.clean, 1.0, site_layer):
         hooked = scalpel.last_logits(model, probe)
     baked = scalpel.last_logits(edited, probe)
@@ -310,7 +307,7 @@ def markdown(r: dict) -> str:
     fmt.update({c: k3 for c in cols if "kl" in c})
     fmt.update({"perplexity": "{:.2f}", "gsm8k_perplexity": "{:.2f}", "mbpp_perplexity": "{:.2f}", "ppl_change": "{:+.3%}",
                 "story_perplexity": "{:.3f}", "story_ppl_change": "{:+.3%}"})
-    s = [f"# Surgical Refusal Ablation on the refusal organism", "",
+    s = ["# Surgical Refusal Ablation on the refusal organism", "",
          f"Model: `{r['model']}` ({r['why_not_gemma3']}).", "",
          f"Selected site: `{r['selection']['hook']}` position {r['selection']['position']} (Arditi et al.'s "
          f"selection with KL threshold {r['selection']['kl_threshold']}; every candidate is listed at the end).", "",

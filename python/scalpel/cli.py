@@ -142,9 +142,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         harmless = [q for q, _ in E["harmless_commands"] + E["harmless_questions"]]
     else:
         fmt, judge = sra.chat_formatter(model), None
-        harmful = _prompt_file(args.harmful, args.n) if args.harmful else sra.refusal_prompts("harmful_train", args.n)
-        harmless = _prompt_file(args.harmless, args.n) if args.harmless else sra.refusal_prompts("harmless_val", args.n)
-    B = [tok.encode(fmt(p), add_special_tokens=not getattr(fmt, "templated", False)) for p in harmless]
+        from .mainjob import load_prompt_set  # the demo's named sets (refusal_direction splits)
+
+        harmful = _prompt_file(args.harmful, args.n) if args.harmful else load_prompt_set("harmful", args.n)[0]
+        harmless = _prompt_file(args.harmless, args.n) if args.harmless else load_prompt_set("harmless", args.n)[0]
+    B = sra.encode_prompts(model, harmless, fmt)
     reference = scalpel.load(args.reference, dtype="float32") if args.reference else (model if args.direction else None)
     ref_logits = scalpel.last_logits(reference, B) if reference is not None else None
     texts, solutions = None, {}

@@ -48,6 +48,15 @@ def _atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def _save_fig(fig, path: str | os.PathLike) -> Path:
+    """fig as a PNG at `path`, written beside it and renamed into place."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp)
+    os.replace(tmp, path)
+    return path
+
+
 def plot_sweep(result, path: str | os.PathLike, tokens: Sequence[str] | None = None, title: str | None = None,
                normalized: bool = True) -> Path:
     """A heatmap PNG of a SweepResult. 2-D results ([layer, head], [layer, pos])
@@ -93,12 +102,8 @@ def plot_sweep(result, path: str | os.PathLike, tokens: Sequence[str] | None = N
     title = title or f"patching {result.component}: source {result.source_score:.3g}, target {result.target_score:.3g}"
     fig.suptitle(textwrap.fill(title, width=int(panel_w * cols * 11)), fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp)
-    os.replace(tmp, path)
-    return path
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return _save_fig(fig, path)
 
 
 def save_sweep(result, stem: str | os.PathLike, tokens: Sequence[str] | None = None, title: str | None = None) -> Path:
@@ -125,19 +130,7 @@ def plot_losses(csv_path: str | os.PathLike, path: str | os.PathLike, title: str
     lr.set_ylabel("learning rate")
     ax.set_title(title or Path(csv_path).parent.name, fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp)
-    os.replace(tmp, path)
-    return path
-
-
-def _save_fig(fig, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp)
-    os.replace(tmp, path)
-    return path
+    return _save_fig(fig, path)
 
 
 def plot_edit_sweep(curves: dict[str, list[dict]], x: str, path: str | os.PathLike, ys: Sequence[str] = ("refusal_rate", "first_token_kl"),

@@ -28,8 +28,8 @@ from . import _scalpel
 
 __all__ = ["Atom", "Registry", "KINDS", "chat_formatter", "post_instruction_positions", "refusal_tokens",
            "Candidates", "candidate_directions", "Selection", "select_direction", "SRAResult", "surgical_direction",
-           "evaluate", "mine_hard_negatives", "export_ablated", "shared_data_dir", "wikitext2", "gsm8k", "mbpp",
-           "solution_perplexity", "refusal_prompts"]
+           "evaluate", "mine_hard_negatives", "encode_prompts", "export_ablated", "shared_data_dir", "wikitext2", "gsm8k", "mbpp",
+           "solution_perplexity"]
 
 KINDS = ("target", "shield", "confound")
 Formatter = Callable[[str], str]
@@ -58,30 +58,32 @@ def post_instruction_positions(model, fmt: Formatter, probe: str = "Tell me a st
     (Arditi et al.'s 'post-instruction' tokens), at least [-1]."""
     full = fmt(probe)
     cut = full.rindex(probe) + len(probe)
-    tok = model.tokenizer
-    sp = not getattr(fmt, "templated", False)
-    n = len(tok.encode(full, add_special_tokens=sp)) - len(tok.encode(full[:cut], add_special_tokens=sp))
+    n = len(_ids(model, full, fmt)) - len(_ids(model, full[:cut], fmt))
     return list(range(-max(n, 1), 0))
 
 
 def refusal_tokens(model, fmt: Formatter, phrases: Sequence[str] = ("I cannot", "I can't", "I'm sorry", "I am sorry",
                                                                    "As an AI", "Sorry")) -> list[int]:
     """The first token of each refusal phrase as the model would write it after a prompt."""
-    tok = model.tokenizer
     out = []
-    prompt = tok.encode(fmt("Hello."))
+    prompt = _ids(model, fmt("Hello."), fmt)
     for p in phrases:
-        b = tok.encode(fmt("Hello.") + p)
+        b = _ids(model, fmt("Hello.") + p, fmt)
         c = next((i for i, (x, y) in enumerate(zip(prompt, b)) if x != y), min(len(prompt), len(b)))
         if c < len(b):  # the first token where the phrase begins (it may merge with the template's end)
             out.append(b[c])
     return sorted(set(out))
 
 
-def _encode(model, prompts: Iterable[str], fmt: Formatter) -> list[list[int]]:
-    tok = model.tokenizer
-    special = not getattr(fmt, "templated", False)
-    return [tok.encode(fmt(p), add_special_tokens=special) for p in prompts]
+def _ids(model, text: str, fmt: Formatter) -> list[int]:
+    """The ids of a text `fmt` produced: with the tokenizer's special tokens (BOS), unless `fmt` is a
+    chat template, whose output carries its own."""
+    return model.tokenizer.encode(text, add_special_tokens=not getattr(fmt, "templated", False))
+
+
+def encode_prompts(model, prompts: Iterable[str], fmt: Formatter) -> list[list[int]]:
+    """Each prompt formatted by `fmt` and encoded as the model will see it."""
+    return [_ids(model, fmt(p), fmt) for p in prompts]
 
 
 def _complete(model, ids: list[list[int]], max_new_tokens: int) -> list[str]:
@@ -90,6 +92,12 @@ def _complete(model, ids: list[list[int]], max_new_tokens: int) -> list[str]:
 
 
 # ---------------------------------------------------------------- atoms ------
+
+def _write_json_atomic(path: Path, obj) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1) + "\n")
+    os.replace(tmp, path)
+
 
 @dataclass
 class Atom:
@@ -188,10 +196,7 @@ class Registry:
         """Writes NAME.json and (when there are directions) NAME.safetensors, each atomically."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps({"format": "scalpel.atoms/1", "atoms": [a.to_dict() for a in self.atoms.values()]},
-                                  indent=1) + "\n")
-        os.replace(tmp, path)
+        _write_json_atomic(path, {"format": "scalpel.atoms/1", "atoms": [a.to_dict() for a in self.atoms.values()]})
         if self.directions:
             _scalpel.save_safetensors(str(path.with_suffix(".safetensors")),
                                       {k: v.contiguous() for k, v in self.directions.items()}, metadata or {})
@@ -204,9 +209,9 @@ class Registry:
         fmt = fmt or chat_formatter(model)
         for n in names or list(self.atoms):
             a = self.atoms[n]
-            pos = _scalpel.collect_activations(model, _encode(model, a.positive, fmt), list(hooks), list(positions),
+            pos = _scalpel.collect_activations(model, encode_prompts(model, a.positive, fmt), list(hooks), list(positions),
                                                batch_size)
-            neg = _scalpel.collect_activations(model, _encode(model, a.negative, fmt), list(hooks), list(positions),
+            neg = _scalpel.collect_activations(model, encode_prompts(model, a.negative, fmt), list(hooks), list(positions),
                                                batch_size)
             d = _scalpel.mean_difference(pos, neg) if method == "mean" else _scalpel.pca_directions(pos, neg, 1)[0]
             for i, h in enumerate(hooks):
@@ -259,8 +264,8 @@ def candidate_directions(model, harmful: Sequence[str], harmless: Sequence[str],
     L = model.config.n_layers
     hooks = list(hooks or [f"blocks.{l}.hook_{c}" for l in range(L) for c in ("resid_pre", "resid_mid")])
     positions = list(positions or post_instruction_positions(model, fmt))
-    a = _scalpel.collect_activations(model, _encode(model, harmful, fmt), hooks, positions, batch_size)
-    b = _scalpel.collect_activations(model, _encode(model, harmless, fmt), hooks, positions, batch_size)
+    a = _scalpel.collect_activations(model, encode_prompts(model, harmful, fmt), hooks, positions, batch_size)
+    b = _scalpel.collect_activations(model, encode_prompts(model, harmless, fmt), hooks, positions, batch_size)
     if method == "mean":
         d = _scalpel.mean_difference(a, b)
     elif method == "pca":
@@ -295,7 +300,7 @@ def select_direction(model, cands: Candidates, harmful_val: Sequence[str], harml
     eligible candidate with the lowest bypass score wins; every candidate's scores are kept."""
     fmt = fmt or chat_formatter(model)
     tokens = list(tokens or refusal_tokens(model, fmt))
-    H, B = _encode(model, harmful_val, fmt), _encode(model, harmless_val, fmt)
+    H, B = encode_prompts(model, harmful_val, fmt), encode_prompts(model, harmless_val, fmt)
     ref_b = _scalpel.last_logits(model, B)
     base_h = _refusal_score(_scalpel.last_logits(model, H), tokens).mean().item()
     L = model.config.n_layers
@@ -372,12 +377,14 @@ def surgical_direction(dirty: torch.Tensor, registry: Registry, hook: str, posit
 # ---------------------------------------------------------- evaluation -------
 
 def shared_data_dir() -> Path | None:
-    """$SCALPEL_DATA, else $SCALPEL_SHARED/data, else ../shared/data beside the repository, when present."""
-    cands = [Path(os.environ["SCALPEL_DATA"])] if os.environ.get("SCALPEL_DATA") else []
-    if os.environ.get("SCALPEL_SHARED"):
-        cands.append(Path(os.environ["SCALPEL_SHARED"]) / "data")
-    cands.append(Path(__file__).resolve().parents[2].parent / "shared" / "data")
-    return next((c for c in cands if c.is_dir()), None)
+    """$SCALPEL_DATA, else the data/ folder of ../shared (mainjob.shared_dir: $SCALPEL_SHARED or
+    beside the repository), when present."""
+    from .mainjob import shared_dir
+
+    if os.environ.get("SCALPEL_DATA") and Path(os.environ["SCALPEL_DATA"]).is_dir():
+        return Path(os.environ["SCALPEL_DATA"])
+    shared = shared_dir()
+    return shared / "data" if shared is not None and (shared / "data").is_dir() else None
 
 
 def _data_file(*parts: str) -> Path:
@@ -412,21 +419,14 @@ def mbpp(n: int = 32) -> list[tuple[str, str]]:
     return [(r["text"], r["code"]) for r in rows]
 
 
-def refusal_prompts(split: str = "harmful_train", n: int | None = None) -> list[str]:
-    """Instructions from refusal_direction's splits (harmful_train / harmless_train / ..._val)."""
-    rows = json.loads(_data_file("refusal_direction", "splits", f"{split}.json").read_text())
-    return [r["instruction"] for r in rows[:n]]
-
-
 def solution_perplexity(model, pairs: Sequence[tuple[str, str]], fmt: Formatter | None = None,
                         max_tokens: int = 256) -> float:
     """Perplexity of the reference solutions given their prompts (prompt tokens are not scored)."""
     fmt = fmt or (lambda s: s)
-    tok = model.tokenizer
     nll, count = 0.0, 0
     for q, a in pairs:
-        p = tok.encode(fmt(q))
-        full = tok.encode(fmt(q) + a)[:max_tokens]
+        p = _ids(model, fmt(q), fmt)
+        full = _ids(model, fmt(q) + a, fmt)[:max_tokens]
         if len(full) <= len(p):
             continue
         mask = [0] * len(p) + [1] * (len(full) - len(p))
@@ -449,7 +449,7 @@ def evaluate(model, harmful: Sequence[str], harmless: Sequence[str], fmt: Format
     tokens = list(tokens or refusal_tokens(model, fmt))
     judge = judge or (lambda s: _scalpel.is_refusal(s))
     out = {}
-    H, B = _encode(model, harmful, fmt), _encode(model, harmless, fmt)
+    H, B = encode_prompts(model, harmful, fmt), encode_prompts(model, harmless, fmt)
     gen_h, gen_b = _complete(model, H, max_new_tokens), _complete(model, B, max_new_tokens)
     out["refusal_rate"] = sum(map(judge, gen_h)) / len(gen_h)
     out["over_refusal"] = sum(map(judge, gen_b)) / len(gen_b)
@@ -479,7 +479,7 @@ def mine_hard_negatives(model, make_direction: Callable[[list[str], list[str]], 
     fmt = fmt or chat_formatter(model)
     judge = judge or (lambda s: _scalpel.is_refusal(s))
     harmful, harmless = list(harmful), list(harmless)
-    HP, BP = _encode(model, harmful_pool, fmt), _encode(model, harmless_pool, fmt)
+    HP, BP = encode_prompts(model, harmful_pool, fmt), encode_prompts(model, harmless_pool, fmt)
     ref = _scalpel.last_logits(model, BP)
     history = []
     v = None
@@ -519,11 +519,8 @@ def export_ablated(source: str | os.PathLike, out: str | os.PathLike, direction:
         model.untie_embeddings()  # the embedding is edited; a tied unembedding must not be
     edited = _scalpel.orthogonalize_weights(model, direction, gamma, from_layer)
     model.save_pretrained(str(out), "", overwrite)
-    meta = Path(out) / "scalpel_edit.json"
-    tmp = meta.with_name(".scalpel_edit.json.tmp")
-    tmp.write_text(json.dumps({"edit": "directional ablation (weight orthogonalization)", "gamma": gamma,
-                               "from_layer": from_layer,
-                               "source": str(source), "edited": edited,
-                               "direction": direction.double().tolist()}, indent=1) + "\n")
-    os.replace(tmp, meta)
+    _write_json_atomic(Path(out) / "scalpel_edit.json",
+                       {"edit": "directional ablation (weight orthogonalization)", "gamma": gamma,
+                        "from_layer": from_layer, "source": str(source), "edited": edited,
+                        "direction": direction.double().tolist()})
     return Path(out)

@@ -8,7 +8,6 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
-#include <sstream>
 
 #include "scalpel/errors.hpp"
 #include "scalpel/hooks/edits.hpp"
@@ -20,11 +19,8 @@
 namespace scalpel {
 namespace {
 
-std::string shape_of(const at::Tensor& t) {
-  std::ostringstream s;
-  s << t.sizes();
-  return s.str();
-}
+// "[2, 3]", or "an undefined tensor".
+std::string shape_of(const at::Tensor& t) { return t.defined() ? c10::str(t.sizes()) : "an undefined tensor"; }
 
 void check_prompts(const std::vector<std::vector<int64_t>>& prompts, const char* what, size_t min_len = 1) {
   if (prompts.empty()) throw InvalidArgument(detail::expected_got(what, "at least one prompt", "none"));
@@ -48,7 +44,7 @@ std::pair<at::Tensor, at::Tensor> left_padded(const std::vector<std::vector<int6
 at::Tensor as_vector(const at::Tensor& v, int64_t d, const char* what) {
   if (!v.defined() || v.dim() != 1 || v.size(0) != d)
     throw ShapeError(detail::expected_got(what, "a vector of shape [" + std::to_string(d) + "] (d_model)",
-                                          v.defined() ? shape_of(v) : std::string("an undefined tensor")));
+                                          shape_of(v)));
   const double n = v.to(at::kDouble).norm().item<double>();
   if (!(n > 0) || !std::isfinite(n))
     throw InvalidArgument(detail::expected_got(what, "a finite nonzero vector", "norm " + std::to_string(n)));
@@ -116,8 +112,8 @@ at::Tensor mean_difference(const at::Tensor& positive, const at::Tensor& negativ
   if (!positive.defined() || !negative.defined() || positive.dim() < 2 ||
       positive.sizes().slice(1) != negative.sizes().slice(1))
     throw ShapeError(detail::expected_got("mean_difference", "two tensors [n, ...] with equal trailing shapes",
-                                          (positive.defined() ? shape_of(positive) : "undefined") + " and " +
-                                              (negative.defined() ? shape_of(negative) : "undefined")));
+                                          shape_of(positive) + " and " +
+                                              shape_of(negative)));
   if (positive.size(0) == 0 || negative.size(0) == 0)
     throw InvalidArgument(detail::expected_got("mean_difference", "at least one example in each set", "an empty set"));
   return positive.to(at::kFloat).mean(0) - negative.to(at::kFloat).mean(0);
@@ -153,11 +149,11 @@ at::Tensor unit(const at::Tensor& v) {
 
 RidgeResult ridge_residualize(const at::Tensor& v, const at::Tensor& atoms, double lambda, int64_t grid) {
   if (!v.defined() || v.dim() != 1)
-    throw ShapeError(detail::expected_got("ridge_residualize v", "a vector [d]", v.defined() ? shape_of(v) : "undefined"));
+    throw ShapeError(detail::expected_got("ridge_residualize v", "a vector [d]", shape_of(v)));
   const int64_t d = v.size(0);
   if (!atoms.defined() || atoms.dim() != 2 || atoms.size(1) != d || atoms.size(0) < 1)
     throw ShapeError(detail::expected_got("ridge_residualize atoms", "atoms as rows, [k, " + std::to_string(d) + "] with k ≥ 1",
-                                          atoms.defined() ? shape_of(atoms) : "undefined"));
+                                          shape_of(atoms)));
   if (grid < 2) throw InvalidArgument(detail::expected_got("ridge_residualize grid", "at least 2 values", std::to_string(grid)));
   const int64_t k = atoms.size(0);
   auto vc = v.to(at::kDouble).contiguous().cpu();
@@ -220,7 +216,7 @@ RidgeResult ridge_residualize(const at::Tensor& v, const at::Tensor& atoms, doub
 
 AtomAudit audit_directions(const at::Tensor& atoms, double collinear_cosine) {
   if (!atoms.defined() || atoms.dim() != 2 || atoms.size(0) < 1)
-    throw ShapeError(detail::expected_got("audit_directions atoms", "atoms as rows, [k, d]", atoms.defined() ? shape_of(atoms) : "undefined"));
+    throw ShapeError(detail::expected_got("audit_directions atoms", "atoms as rows, [k, d]", shape_of(atoms)));
   auto u = unit(atoms.to(at::kDouble));
   AtomAudit a;
   a.cosines = at::matmul(u, u.t()).to(at::kFloat);
@@ -269,7 +265,7 @@ std::vector<std::string> residual_write_points(const Transformer& model, int64_t
 }
 
 HookFn project_out_hook(const at::Tensor& v, double gamma) {
-  if (!v.defined() || v.dim() != 1) throw ShapeError(detail::expected_got("project_out_hook v", "a vector [d]", v.defined() ? shape_of(v) : "undefined"));
+  if (!v.defined() || v.dim() != 1) throw ShapeError(detail::expected_got("project_out_hook v", "a vector [d]", shape_of(v)));
   auto u = unit(v.to(at::kDouble)).to(at::kFloat);
   return [u, gamma](const at::Tensor& x, const HookPoint&) {
     auto uu = u.to(x.device(), x.scalar_type());
@@ -318,13 +314,13 @@ std::vector<std::string> orthogonalize_weights(Transformer& model, const at::Ten
         "editing the shared matrix would change the unembedding too: call model.untie_embeddings() first "
         "(the export then has its own lm_head), use from_layer > 0, or ablate_direction"));
   at::NoGradGuard no_grad;
+  const auto u = unit(v.to(at::kDouble));
   std::vector<std::string> edited;
   for (auto& [n, w] : params) {
-    const bool embed = n == "model.embed_tokens.weight" || n == "model.embed_positions.weight";
+    const bool embed = n == "model.embed_tokens.weight";
     const bool writes = n.find(".self_attn.o_proj.") != std::string::npos || n.find(".mlp.down_proj.") != std::string::npos;
     if (!embed && !writes) continue;
     if (embed ? from_layer > 0 : block_of(n) < from_layer) continue;
-    auto u = unit(v.to(at::kDouble));
     auto wd = w.to(at::kDouble);
     at::Tensor out;
     if (embed || w.dim() == 1) {  // rows (embedding) or a bias: x − γ(x·u)u
@@ -358,7 +354,7 @@ at::Tensor first_token_kl(Transformer& model, const std::vector<std::vector<int6
   if (!reference_logits.defined() || reference_logits.sizes() != edited.sizes())
     throw ShapeError(detail::expected_got("first_token_kl reference_logits", "[" + std::to_string(edited.size(0)) + ", " +
                                               std::to_string(edited.size(1)) + "] (last_logits of the same prompts)",
-                                          reference_logits.defined() ? shape_of(reference_logits) : "undefined"));
+                                          shape_of(reference_logits)));
   auto p = at::log_softmax(reference_logits.to(at::kDouble), -1);
   auto q = at::log_softmax(edited.to(at::kDouble), -1);
   return (p.exp() * (p - q)).sum(-1).to(at::kFloat);

@@ -163,6 +163,19 @@ Replacements own_runs(Transformer& model, const std::vector<at::Tensor>& prompts
   };
 }
 
+// Running sums for mean activations: one prompt's activation a [pos, ...] at
+// `layer` adds a.sum over positions ([1, ...]), or a itself per position.
+void add_to_sum(std::map<int64_t, at::Tensor>& sum, int64_t layer, const at::Tensor& a, bool per_position) {
+  auto x = a.to(at::kFloat);
+  x = per_position ? x : x.sum(0, /*keepdim=*/true);
+  sum[layer] = sum.count(layer) ? sum[layer] + x : x;
+}
+
+std::map<int64_t, at::Tensor> means_of(std::map<int64_t, at::Tensor> sum, int64_t count, at::ScalarType dtype) {
+  for (auto& [l, t] : sum) t = (t / static_cast<double>(count)).to(dtype);
+  return sum;
+}
+
 // The mean activation over `prompts` at each layer: [1, ...] (over all
 // positions) or [pos, ...] (per position; all prompts of one length).
 std::map<int64_t, at::Tensor> mean_activations(Transformer& model, const std::vector<at::Tensor>& prompts,
@@ -178,15 +191,10 @@ std::map<int64_t, at::Tensor> mean_activations(Transformer& model, const std::ve
                                                 " tokens (prompt " + std::to_string(i) + ")",
                                             "use per_position=False for one mean over all positions"));
     auto cache = model.run_with_cache(prompts[i], hook_names_of(component, layers)).second;
-    for (auto l : layers) {
-      auto a = cache.at(component_hook_name(component, l)).select(0, 0).to(at::kFloat);
-      a = per_position ? a : a.sum(0, /*keepdim=*/true);
-      sum[l] = sum.count(l) ? sum[l] + a : a;
-    }
+    for (auto l : layers) add_to_sum(sum, l, cache.at(component_hook_name(component, l)).select(0, 0), per_position);
     count += per_position ? 1 : prompts[i].size(1);
   }
-  for (auto& [l, t] : sum) t = (t / static_cast<double>(count)).to(model.dtype());
-  return sum;
+  return means_of(std::move(sum), count, model.dtype());
 }
 
 void check_prompts(const std::vector<at::Tensor>& prompts, const std::string& what) {
@@ -312,7 +320,7 @@ CircuitValidation validate_circuit(Transformer& model, const std::vector<Circuit
   const auto layers = layers_of(sets);  // the circuit and the random sets are among them
   const auto names = hook_names_of(o.component, layers);
   std::vector<std::map<int64_t, at::Tensor>> own(sources.size());
-  std::map<int64_t, at::Tensor> means;
+  std::map<int64_t, at::Tensor> sums;
   int64_t count = 0;
   {
     at::NoGradGuard no_grad;
@@ -320,15 +328,13 @@ CircuitValidation validate_circuit(Transformer& model, const std::vector<Circuit
       auto [logits, cache] = model.run_with_cache(sources[i], names, {}, o.last_position_only);
       v.source_mean += detail::score_rows(metric[i], logits, 1).item<double>();
       for (auto l : layers) {
-        auto a = cache.at(component_hook_name(o.component, l)).select(0, 0);
-        own[i][l] = a;
-        auto total = a.to(at::kFloat).sum(0, /*keepdim=*/true);
-        means[l] = means.count(l) ? means[l] + total : total;
+        own[i][l] = cache.at(component_hook_name(o.component, l)).select(0, 0);
+        add_to_sum(sums, l, own[i][l], /*per_position=*/false);
       }
       count += sources[i].size(1);
     }
-    for (auto& [l, t] : means) t = (t / static_cast<double>(count)).to(model.dtype());
   }
+  const auto means = means_of(std::move(sums), count, model.dtype());
   auto m = replace_sets(model, targets, rows_of(metric), o.component, sets, o.batch_size,
                         [&own](size_t i) { return own[i]; }, "validating circuit", o.last_position_only)
                .mean(0);
