@@ -31,18 +31,8 @@ def load(path: str = "gemma3-270m", dtype: str | torch.dtype | None = None, devi
     return Transformer.from_pretrained(str(path), dtype or "", device)
 
 
-# Tokens that end a chat turn in the families scalpel knows (stop there as at EOS).
-_END_OF_TURN = ("<end_of_turn>", "<|im_end|>", "<|eot_id|>", "<|end|>")
-
-
-def default_stop_tokens(tokenizer) -> list[int]:
-    """EOS and the end-of-turn tokens the vocabulary has."""
-    ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    for t in _END_OF_TURN:
-        i = tokenizer.token_to_id(t)
-        if i is not None and i not in ids:
-            ids.append(i)
-    return ids
+# EOS and the end-of-turn tokens the vocabulary has (C++: scalpel::default_stop_tokens).
+default_stop_tokens = _scalpel.default_stop_tokens
 
 
 @contextlib.contextmanager

@@ -56,7 +56,8 @@ void bind_directions(py::module_& m) {
         py::call_guard<py::gil_scoped_release>(),
         "W <- (I - gamma v v^T) W for every weight writing into the residual stream, in place; returns their names");
   m.def("perplexity", &perplexity, py::arg("model"), py::arg("sequences"), py::arg("batch_size") = 8,
-        py::call_guard<py::gil_scoped_release>(), "exp(mean next-token NLL) over every predicted token");
+        py::arg("loss_masks") = std::vector<std::vector<uint8_t>>{}, py::call_guard<py::gil_scoped_release>(),
+        "exp(mean next-token NLL) over every predicted token (or those loss_masks marks 1)");
   m.def("last_logits", &last_logits, py::arg("model"), py::arg("prompts"), py::arg("batch_size") = 32,
         py::call_guard<py::gil_scoped_release>(), "Last-position logits of each token prompt: [n, vocab]");
   m.def("first_token_kl", &first_token_kl, py::arg("model"), py::arg("prompts"), py::arg("reference_logits"),

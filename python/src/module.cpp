@@ -18,4 +18,5 @@ PYBIND11_MODULE(_scalpel, m) {
   scalpel::python::bind_trace(m);
   scalpel::python::bind_train(m);
   scalpel::python::bind_directions(m);
+  scalpel::python::bind_sra(m);
 }

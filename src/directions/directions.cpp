@@ -360,9 +360,14 @@ at::Tensor first_token_kl(Transformer& model, const std::vector<std::vector<int6
   return (p.exp() * (p - q)).sum(-1).to(at::kFloat);
 }
 
-double perplexity(Transformer& model, const std::vector<std::vector<int64_t>>& sequences, int64_t batch_size) {
+double perplexity(Transformer& model, const std::vector<std::vector<int64_t>>& sequences, int64_t batch_size,
+                  const std::vector<std::vector<uint8_t>>& loss_masks) {
   check_prompts(sequences, "perplexity sequence", 2);
   if (batch_size < 1) throw InvalidArgument(detail::expected_got("batch_size", "at least 1", std::to_string(batch_size)));
+  if (!loss_masks.empty() && loss_masks.size() != sequences.size())
+    throw InvalidArgument(detail::expected_got("perplexity loss_masks", "one per sequence (" +
+                                               std::to_string(sequences.size()) + ") or none",
+                                               std::to_string(loss_masks.size())));
   at::NoGradGuard no_grad;
   double nll = 0;
   int64_t count = 0;
@@ -370,13 +375,17 @@ double perplexity(Transformer& model, const std::vector<std::vector<int64_t>>& s
   for (size_t s = 0; s < sequences.size(); s += static_cast<size_t>(batch_size)) {
     const size_t e = std::min(sequences.size(), s + static_cast<size_t>(batch_size));
     std::vector<LMExample> ex;
-    for (size_t i = s; i < e; ++i) ex.push_back(LMExample{sequences[i], {}});
+    for (size_t i = s; i < e; ++i)
+      ex.push_back(LMExample{sequences[i], loss_masks.empty() ? std::vector<uint8_t>{} : loss_masks[i]});
     auto b = make_lm_batch(ex);
     const int64_t targets = b.loss_mask.sum().item<int64_t>();
-    nll += lm_loss(model, b).item<double>() * static_cast<double>(targets);
+    if (targets > 0) nll += lm_loss(model, b).item<double>() * static_cast<double>(targets);
     count += targets;
     progress.update(static_cast<int64_t>(e - s));
   }
+  if (count == 0)
+    throw InvalidArgument(detail::expected_got("perplexity loss_masks", "at least one scored token after the first",
+                                               "none"));
   return std::exp(nll / static_cast<double>(count));
 }
 

@@ -281,10 +281,10 @@ def test_default_registry_and_round_trip(tmp_path, shared):
     assert audit["atoms"] == ["a", "b"] and audit["cosines"][0][0] == pytest.approx(1.0, abs=1e-5)
     with pytest.raises(KeyError, match="extract"):
         back.direction("a", "blocks.0.hook_resid_pre", -1)
-    with pytest.raises(ValueError, match="kind expected one of"):
+    with pytest.raises(ValueError, match="kind: expected one of"):
         sra.Atom("x", "shiled", ["a"], ["b"])
     (tmp_path / "bad.json").write_text(json.dumps({"format": "scalpel.atoms/1", "atoms": [{"name": "x", "kind": "shield"}]}))
-    with pytest.raises(ValueError, match="missing"):
+    with pytest.raises(scalpel.FormatError, match=r"bad.json: atom entry 'x': missing positive, negative"):
         sra.Registry.load(tmp_path / "bad.json")
 
 
@@ -381,7 +381,7 @@ def test_post_instruction_positions_and_refusal_tokens_match_hf(shared, name):
     transformers' tokenizer and chat template."""
     path = shared / "tokenizers" / name
     tok = scalpel.Tokenizer.from_file(str(path))
-    model = type("M", (), {"tokenizer": tok})()
+    model = tok  # the prompt functions take a model or its tokenizer
     fmt = sra.chat_formatter(model)
     hf = transformers.AutoTokenizer.from_pretrained(str(path))
     probe = "Tell me a story about a dog."

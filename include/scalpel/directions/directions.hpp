@@ -104,8 +104,11 @@ std::vector<std::string> orthogonalize_weights(Transformer& model, const at::Ten
                                                int64_t from_layer = 0);
 
 /// Perplexity exp(mean next-token NLL) over every predicted token of
-/// `sequences` (each at least 2 tokens), in batches.
-double perplexity(Transformer& model, const std::vector<std::vector<int64_t>>& sequences, int64_t batch_size = 8);
+/// `sequences` (each at least 2 tokens), in batches. `loss_masks` (one per
+/// sequence, 1 = scored; the first token is never scored) restricts it, e.g.
+/// to a reference solution after its prompt.
+double perplexity(Transformer& model, const std::vector<std::vector<int64_t>>& sequences, int64_t batch_size = 8,
+                  const std::vector<std::vector<uint8_t>>& loss_masks = {});
 
 /// KL(reference ‖ edited) of the next-token distributions at each sequence's
 /// last token: [n] float32. `reference_logits` are the unedited model's
