@@ -27,7 +27,19 @@ int main(int argc, char** argv) {
     auto tok = scalpel::load_tokenizer(dir);
     auto ids = tok.encode("Once upon a time");
     std::cout << "\"Once upon a time\" -> " << ids.size() << " tokens -> \"" << tok.decode(ids, true) << "\"\n";
-    return ids.empty() ? 1 : 0;
+
+    // A direction between two prompt sets, cleaned of what the default concept atoms predict.
+    auto model = scalpel::Transformer::from_pretrained(dir, "float32");
+    const auto fmt = scalpel::chat_formatter(*model);
+    const std::string hook = "blocks.1.hook_resid_pre";
+    auto cands = scalpel::candidate_directions(*model, {"Tom was sad.", "Sue cried."}, {"Tom was happy.", "Sue smiled."},
+                                               fmt, {hook}, {-1});
+    auto reg = scalpel::Registry::default_registry();
+    reg.extract(*model, {hook}, {-1}, fmt);
+    auto res = scalpel::surgical_direction(cands.directions[0][0], reg, hook, -1);
+    std::cout << "sad - happy at " << hook << ": " << res.atoms.size() << " atoms explain "
+              << 100 * res.ridge.explained << "% (lambda " << res.ridge.lambda << ")\n";
+    return ids.empty() || res.atoms.size() != 10 ? 1 : 0;
   } catch (const std::exception& e) {
     std::cerr << "error: " << e.what() << "\n";
     return 1;

@@ -2,6 +2,7 @@
 #pragma once
 
 #include "scalpel/directions/directions.hpp"
+#include "scalpel/directions/sra.hpp"
 #include "scalpel/errors.hpp"
 #include "scalpel/eval/refusal.hpp"
 #include "scalpel/hooks/edits.hpp"

@@ -207,11 +207,11 @@ void bind_model(py::module_& m) {
       .def("reset_hooks", &Transformer::reset_hooks)
       .def("run_with_cache",
            [](Transformer& t, const at::Tensor& tokens, const std::vector<std::string>& names,
-              const std::optional<at::Tensor>& mask, bool last_position_only) {
-             return t.run_with_cache(tokens, names, mask.value_or(at::Tensor()), last_position_only);
+              const std::optional<at::Tensor>& mask, bool last_position_only, int64_t stop_at_layer) {
+             return t.run_with_cache(tokens, names, mask.value_or(at::Tensor()), last_position_only, stop_at_layer);
            },
            py::arg("tokens"), py::arg("names") = std::vector<std::string>{}, py::arg("attention_mask") = py::none(),
-           py::arg("last_position_only") = false,
+           py::arg("last_position_only") = false, py::arg("stop_at_layer") = -1,
            py::call_guard<py::gil_scoped_release>(),
            "Logits and a dict of the activations at `names` (every hook point when empty).")
       .def("generate_tokens", &Transformer::generate, py::arg("prompts"), py::arg("options"),

@@ -15,6 +15,7 @@
 #include "scalpel/train/train.hpp"
 #include "util/logging.hpp"
 #include "util/messages.hpp"
+#include "util/names.hpp"
 
 namespace scalpel {
 namespace {
@@ -72,6 +73,16 @@ at::Tensor collect_activations(Transformer& model, const std::vector<std::vector
                                                      std::to_string(min_len) + " tokens)",
                                                  std::to_string(p)));
   }
+  // The forward pass stops after the last block a name belongs to.
+  int64_t stop = 0;
+  for (const auto& n : names) {
+    const int64_t l = detail::layer_index(n, "blocks.");
+    if (l >= 0)
+      stop = std::max(stop, l + 1);
+    else if (n != "hook_embed" && n != "hook_pos_embed")
+      stop = model.config().n_layers;  // the final norm, the unembedding (or an unknown name run_with_cache refuses)
+  }
+  if (stop >= model.config().n_layers) stop = -1;
   at::NoGradGuard no_grad;
   std::vector<at::Tensor> out;
   Progress progress("collecting activations", static_cast<int64_t>(prompts.size()));
@@ -80,7 +91,7 @@ at::Tensor collect_activations(Transformer& model, const std::vector<std::vector
     auto [tokens, mask] = left_padded(prompts, s, e);
     // The logits are not needed: unembed one position only (the unembedding of every position
     // can cost more than the blocks for a large vocabulary).
-    auto cache = model.run_with_cache(tokens, names, mask, /*last_position_only=*/true).second;
+    auto cache = model.run_with_cache(tokens, names, mask, /*last_position_only=*/true, stop).second;
     const int64_t L = tokens.size(1);
     std::vector<at::Tensor> per_name;
     for (const auto& n : names) {
@@ -244,11 +255,7 @@ void check_from_layer(const Transformer& model, int64_t from_layer, const char* 
 }
 
 // "model.layers.{l}." → l, or -1 for tensors outside the blocks.
-int64_t block_of(const std::string& name) {
-  const std::string prefix = "model.layers.";
-  if (name.rfind(prefix, 0) != 0) return -1;
-  return std::stoll(name.substr(prefix.size(), name.find('.', prefix.size()) - prefix.size()));
-}
+int64_t block_of(const std::string& name) { return detail::layer_index(name, "model.layers."); }
 }  // namespace
 
 std::vector<std::string> residual_write_points(const Transformer& model, int64_t from_layer) {

@@ -20,6 +20,7 @@
 #include "util/atomic_file.hpp"
 #include "util/logging.hpp"
 #include "util/messages.hpp"
+#include "util/names.hpp"
 
 namespace scalpel {
 
@@ -32,10 +33,8 @@ PromptFormat resolve(const Transformer& model, const std::optional<PromptFormat>
   return fmt ? *fmt : chat_formatter(model);
 }
 
-int64_t layer_of(const std::string& hook) {
-  if (hook.rfind("blocks.", 0) != 0) return 0;
-  return std::stoll(hook.substr(7, hook.find('.', 7) - 7));
-}
+// The block a candidate's hook belongs to (0 for hooks before the blocks).
+int64_t layer_of(const std::string& hook) { return std::max<int64_t>(0, detail::layer_index(hook, "blocks.")); }
 
 std::string printf_g(const char* f, double x) {
   char buf[64];
@@ -283,7 +282,19 @@ std::vector<std::vector<int64_t>> wikitext2(const Tokenizer& tokenizer, int64_t 
   if (n < 1 || seq_len < 1)
     throw InvalidArgument(detail::expected_got("wikitext2 n and seq_len", "at least 1",
                                                std::to_string(n) + " and " + std::to_string(seq_len)));
-  std::string text = detail::read_text_file(data_file(data_dir, "wikitext-2-raw", "wiki.test.raw").string(), "WikiText-2");
+  const std::string raw =
+      detail::read_text_file(data_file(data_dir, "wikitext-2-raw", "wiki.test.raw").string(), "WikiText-2");
+  // Universal newlines, as a text-mode read gives (the file has CRLF line ends).
+  std::string text;
+  text.reserve(raw.size());
+  for (size_t i = 0; i < raw.size(); ++i) {
+    if (raw[i] != '\r') {
+      text += raw[i];
+    } else {
+      text += '\n';
+      if (i + 1 < raw.size() && raw[i + 1] == '\n') ++i;
+    }
+  }
   // The first n·seq_len·8 characters (code points, not bytes).
   const int64_t chars = n * seq_len * 8;
   int64_t seen = 0;

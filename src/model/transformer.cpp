@@ -375,12 +375,12 @@ struct Transformer::Impl {
   // last_only: unembed the last position only (generation); the final norm and
   // its hooks still see every position.
   at::Tensor run(const at::Tensor& tokens, const at::Tensor& positions, const at::Tensor& key_mask, Cache* cache,
-                 bool last_only = false) {
+                 bool last_only = false, int64_t stop_at_layer = -1) {
     auto x = at::embedding(w.embed, tokens);
     if (cfg.embed_scale != 1.0) x = x * torch::tensor(cfg.embed_scale, x.options());
     x = (*hook_embed)(needs_input_grad(x));  // [batch, pos, d_model]
     if (cfg.positions == PositionKind::Learned) x = x + (*hook_pos_embed)(at::embedding(w.pos_embed, positions));
-    return run_blocks(x, 0, positions, key_mask, cache, last_only);
+    return run_blocks(x, 0, positions, key_mask, cache, last_only, stop_at_layer);
   }
 
   // Gradients for backward hooks, without parameter gradients: the input of
@@ -393,11 +393,14 @@ struct Transformer::Impl {
   }
 
   // Blocks first..n_layers-1 on the residual stream x entering block `first`,
-  // then the final norm and the unembedding.
+  // then the final norm and the unembedding. With 0 <= stop_at_layer <
+  // n_layers: blocks up to stop_at_layer - 1 only, returning the residual
+  // stream entering block stop_at_layer (no norm, no unembedding).
   at::Tensor run_blocks(at::Tensor x, int64_t first, const at::Tensor& positions, const at::Tensor& key_mask,
-                        Cache* cache, bool last_only) {
+                        Cache* cache, bool last_only, int64_t stop_at_layer = -1) {
     const bool plain_causal = !key_mask.defined();
-    for (int64_t l = first; l < cfg.n_layers; ++l) {
+    const bool stops = stop_at_layer >= 0 && stop_at_layer < cfg.n_layers;
+    for (int64_t l = first; l < (stops ? stop_at_layer : cfg.n_layers); ++l) {
       const auto& h = layer_hooks[l];
       const auto& W = w.layers[l];
       auto resid_pre = (*h.resid_pre)(x);  // [batch, pos, d_model]
@@ -415,6 +418,7 @@ struct Transformer::Impl {
         x = (*h.resid_post)(resid_mid + mlp_out);
       }
     }
+    if (stops) return x;
     x = norm(x, w.ln_final, ln_final);
     if (last_only) x = x.narrow(1, x.size(1) - 1, 1).contiguous();  // a strided input would make linear a bmm
     auto logits = at::linear(x, w.unembed, w.unembed_bias).to(torch::kFloat);
@@ -811,7 +815,12 @@ void Transformer::reset_hooks() {
 
 std::pair<at::Tensor, std::map<std::string, at::Tensor>> Transformer::run_with_cache(
     const at::Tensor& tokens, const std::vector<std::string>& names, const at::Tensor& attention_mask,
-    bool last_position_only) {
+    bool last_position_only, int64_t stop_at_layer) {
+  if (stop_at_layer < -1 || stop_at_layer > impl_->cfg.n_layers)
+    throw InvalidArgument(detail::expected_got("run_with_cache stop_at_layer",
+                                               "-1 (run every layer) or a layer in [0, " +
+                                                   std::to_string(impl_->cfg.n_layers) + "]",
+                                               std::to_string(stop_at_layer)));
   auto cache = std::make_shared<std::map<std::string, at::Tensor>>();
   std::vector<std::pair<std::string, HookFn>> hooks;
   for (const auto& n : names.empty() ? hook_names() : names)
@@ -820,8 +829,12 @@ std::pair<at::Tensor, std::map<std::string, at::Tensor>> Transformer::run_with_c
       return at::Tensor();
     });
   auto handle = add_hooks(hooks);
-  auto logits = forward(tokens, attention_mask, last_position_only);
-  return {logits, std::move(*cache)};
+  if (stop_at_layer < 0 || stop_at_layer == impl_->cfg.n_layers)
+    return {forward(tokens, attention_mask, last_position_only), std::move(*cache)};
+  impl_->check_tokens(tokens);
+  auto [positions, key_mask] = positions_and_mask(attention_mask, tokens.size(0), tokens.size(1));
+  auto resid = impl_->run(tokens.to(at::kLong), positions, key_mask, nullptr, false, stop_at_layer);
+  return {resid, std::move(*cache)};
 }
 
 GenerateResult Transformer::generate(const std::vector<std::vector<int64_t>>& prompts, const GenerateOptions& opt) {

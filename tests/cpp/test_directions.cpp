@@ -59,4 +59,25 @@ TEST(Directions, WeightEditEqualsAblationFromEveryLayer) {
   EXPECT_THROW(scalpel::orthogonalize_weights(*model, torch::zeros({32})), scalpel::InvalidArgument);
 }
 
+TEST(Directions, ActivationsStopAfterTheLastBlockRead) {
+  torch::NoGradGuard no_grad;
+  auto model = tiny_model();
+  auto tokens = torch::randint(0, 50, {1, 7});
+  auto [logits, full] = model->run_with_cache(tokens);
+  auto [resid, cache] = model->run_with_cache(tokens, {"blocks.0.hook_mlp_out", "blocks.1.hook_resid_pre"}, {}, false, 1);
+  // (hooking every point takes the unfused attention path: equal up to float rounding)
+  EXPECT_LT((resid - full.at("blocks.1.hook_resid_pre")).abs().max().item<double>(), 1e-5);  // block 1 never ran
+  EXPECT_EQ(cache.count("blocks.1.hook_resid_pre"), 0u);
+  EXPECT_LT((cache.at("blocks.0.hook_mlp_out") - full.at("blocks.0.hook_mlp_out")).abs().max().item<double>(), 1e-5);
+  EXPECT_THROW(model->run_with_cache(tokens, {}, {}, false, 4), scalpel::InvalidArgument);
+  std::vector<std::vector<int64_t>> prompts{{3, 4, 5, 6}, {7, 8, 9}};
+  auto acts = scalpel::collect_activations(*model, prompts, {"blocks.0.hook_resid_post"}, {-1});
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    auto c = model->run_with_cache(torch::tensor(prompts[i]).unsqueeze(0), {"blocks.0.hook_resid_post"}).second;
+    EXPECT_LT((acts[static_cast<int64_t>(i)][0][0] - c.at("blocks.0.hook_resid_post")[0][-1]).abs().max().item<double>(),
+              1e-5);
+  }
+  EXPECT_THROW(scalpel::collect_activations(*model, prompts, {"blocks.x.hook_resid_pre"}, {-1}), scalpel::UnknownName);
+}
+
 }  // namespace

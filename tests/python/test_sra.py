@@ -118,6 +118,30 @@ def test_collect_activations_aligns_left_padded_prompts():
         scalpel.collect_activations(m, [[1, 2]], names, [-3])
 
 
+def test_stop_at_layer_returns_the_residual_stream_and_runs_no_later_hook():
+    m = _model()
+    tokens = torch.tensor(_prompts(3)[:1])
+    logits, full = m.run_with_cache(tokens)
+    for k in range(3):
+        resid, cache = m.run_with_cache(tokens, stop_at_layer=k)
+        # (hooking every point takes the unfused attention path: equal up to float rounding)
+        assert torch.allclose(resid, full[f"blocks.{k}.hook_resid_pre"], atol=1e-5)
+        assert all(n not in cache for n in full if n.startswith(tuple(f"blocks.{j}." for j in range(k, 3))))
+        assert all(torch.allclose(cache[n], full[n], atol=1e-5) for n in cache)
+    assert torch.allclose(m.run_with_cache(tokens, stop_at_layer=3)[0], logits, atol=1e-5)  # n_layers: the whole pass
+    with pytest.raises(ValueError, match="stop_at_layer"):
+        m.run_with_cache(tokens, stop_at_layer=4)
+    # collect_activations stops after the last block it reads, with the same values
+    prompts = _prompts(4)
+    got = scalpel.collect_activations(m, prompts, ["blocks.0.hook_resid_post", "hook_embed"], [-1])
+    for i, p in enumerate(prompts):
+        _, c = m.run_with_cache(torch.tensor([p]))
+        assert torch.allclose(got[i, 0, 0], c["blocks.0.hook_resid_post"][0, -1], atol=1e-5)
+        assert torch.allclose(got[i, 1, 0], c["hook_embed"][0, -1], atol=1e-6)
+    with pytest.raises(KeyError):
+        scalpel.collect_activations(m, prompts, ["blocks.x.hook_resid_pre"], [-1])
+
+
 def test_ablation_leaves_no_component_along_the_direction():
     m = _model()
     v = torch.randn(32)
@@ -255,6 +279,40 @@ def test_first_token_kl_and_perplexity_against_torch():
     assert scalpel.perplexity(m, prompts, 2) == pytest.approx(np.exp(nll / n), rel=1e-5)
     with pytest.raises(ValueError, match="at least 2 token"):
         scalpel.perplexity(m, [[1]])
+
+
+def test_evaluation_sets_and_solution_perplexity_against_python_and_transformers(shared):
+    """WikiText-2 windows are consecutive tokens of the text as Python reads it (universal
+    newlines); GSM8K/MBPP rows are the files' first lines; the perplexity of a solution given its
+    prompt equals transformers' masked negative log-likelihood on the same weights."""
+    src = shared / "models" / "tinystories-656k"
+    m = scalpel.load(str(src))
+    tok = m.tokenizer
+    data = sra.shared_data_dir()
+    text = (data / "wikitext-2-raw" / "wiki.test.raw").read_text()
+    ids = tok.encode(text[: 4 * 64 * 8])
+    assert ids[0] == tok.encode("")[0]  # this tokenizer adds BOS: every window starts with it
+    body = ids[1:]
+    assert sra.wikitext2(tok, n=4, seq_len=64) == [ids[:1] + body[i * 64:(i + 1) * 64] for i in range(4)]
+    rows = [json.loads(x) for x in (data / "gsm8k" / "test.jsonl").read_text().splitlines()[:3]]
+    assert sra.gsm8k(3) == [(r["question"], r["answer"]) for r in rows]
+    rows = [json.loads(x) for x in (data / "mbpp" / "mbpp.jsonl").read_text().splitlines()[:3]]
+    assert sra.mbpp(3) == [(r["text"], r["code"]) for r in rows]
+    with pytest.raises(FileNotFoundError, match="SCALPEL_DATA"):
+        sra.gsm8k(3, data_dir=shared / "models")
+
+    pairs = sra.gsm8k(3) + sra.mbpp(2)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(str(src), torch_dtype=torch.float32)
+    nll, count = 0.0, 0
+    for q, a in pairs:
+        p, full = tok.encode(q), tok.encode(q + a)[:256]
+        with torch.no_grad():
+            lp = torch.log_softmax(hf(torch.tensor([full])).logits[0].double(), -1)
+        nll -= sum(lp[t - 1, full[t]].item() for t in range(len(p), len(full)))
+        count += len(full) - len(p)
+    want = float(np.exp(nll / count))
+    assert sra.solution_perplexity(m, pairs) == pytest.approx(want, rel=1e-4)
+    assert sra.solution_perplexity(m, pairs, batch_size=1) == pytest.approx(want, rel=1e-4)
 
 
 # --------------------------------------------------------------- registry --
