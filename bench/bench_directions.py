@@ -7,7 +7,9 @@ same weights, one run.
 Model: random weights with Qwen2.5-0.5B's shape (bench/patching_task.py), float32.
 Prompts: random tokens, 16..32 long (left-padded batches).
 1. Activations: resid_pre of all 24 layers at the last 5 positions of every prompt
-   (scalpel collect_activations vs transformers output_hidden_states).
+   (scalpel collect_activations vs transformers output_hidden_states); and of one
+   layer (24 // 3 = 8: extracting atoms at a selected site), where scalpel stops the
+   forward pass after block 8.
 2. Candidate evaluation (Arditi et al.'s selection loop): for each candidate
    direction, project it out of every write into the residual stream (embedding,
    attention output, MLP output at every layer) and read the last position's
@@ -76,6 +78,20 @@ def main() -> None:
     theirs, t_act = best(hf_acts, args.repeats)
     act_diff = (ours - theirs).abs().max().item()
 
+    # 1b. one early site (an atom's extraction at the selected layer): scalpel stops after the
+    # last block it reads; output_hidden_states runs the whole model.
+    site = L // 3
+    ours1, s_one = best(lambda: scalpel.collect_activations(model, prompts, [f"blocks.{site}.hook_resid_pre"],
+                                                            positions, 32), args.repeats)
+
+    def hf_one():
+        with torch.no_grad():
+            hs = hf(input_ids=ids, attention_mask=mask, position_ids=pos_ids, output_hidden_states=True).hidden_states
+        return torch.stack([hs[site][:, p] for p in positions], 1).unsqueeze(1)
+
+    theirs1, t_one = best(hf_one, args.repeats)
+    one_diff = (ours1 - theirs1).abs().max().item()
+
     # 2. candidate evaluation
     cands = [torch.randn(cfg.hidden_size, generator=g) for _ in range(args.candidates)]
 
@@ -114,6 +130,8 @@ def main() -> None:
            "candidates": args.candidates,
            "activations": {"scalpel_s": s_act, "transformers_s": t_act, "speedup": t_act / s_act,
                            "max_abs_diff": act_diff},
+           "one_site": {"layer": site, "scalpel_s": s_one, "transformers_s": t_one, "speedup": t_one / s_one,
+                        "max_abs_diff": one_diff},
            "candidate_eval": {"scalpel_s": s_eval, "transformers_s": t_eval, "speedup": t_eval / s_eval,
                               "max_abs_diff": eval_diff}}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -121,6 +139,8 @@ def main() -> None:
     print(f"| step ({args.prompts} prompts of 16-32 tokens) | scalpel s | transformers + hooks s | ratio | max abs diff |")
     print("|---|---|---|---|---|")
     print(f"| resid_pre at {L} layers x 5 positions | {s_act:.2f} | {t_act:.2f} | {t_act / s_act:.2f}x | {act_diff:.1e} |")
+    print(f"| resid_pre at layer {site} x 5 positions | {s_one:.2f} | {t_one:.2f} | {t_one / s_one:.2f}x | "
+          f"{one_diff:.1e} |")
     print(f"| {args.candidates} candidates: ablate from every write, last-position logits | {s_eval:.2f} | "
           f"{t_eval:.2f} | {t_eval / s_eval:.2f}x | {eval_diff:.1e} |")
 
