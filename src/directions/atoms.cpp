@@ -12,6 +12,7 @@
 #include "scalpel/io/safetensors.hpp"
 #include "scalpel/io/tokenizer.hpp"
 #include "util/atomic_file.hpp"
+#include "util/json_text.hpp"
 #include "util/messages.hpp"
 
 namespace scalpel {
@@ -88,17 +89,25 @@ std::vector<std::string> prompt_set(const Json& spec, const Json& entry, const s
     } catch (const nlohmann::json::exception& e) {
       throw FormatError(p.string() + ": not valid JSON/JSONL (" + e.what() + ")");
     }
-    size_t limit = rows.size();
-    if (spec.contains("limit")) limit = std::min(limit, spec["limit"].get<size_t>());
     std::vector<std::string> out;
-    for (size_t i = 0; i < limit; ++i) {
-      const Json& v = spec.contains("field") ? rows[i].at(spec["field"].get<std::string>()) : rows[i];
-      out.push_back(v.is_string() ? v.get<std::string>() : v.dump());
+    try {
+      size_t limit = rows.size();
+      if (spec.contains("limit")) limit = std::min(limit, spec["limit"].get<size_t>());
+      for (size_t i = 0; i < limit; ++i) {
+        const Json& v = spec.contains("field") ? rows[i].at(spec["field"].get<std::string>()) : rows[i];
+        // As Python's str(): strings as they are, True/False/None, other values as JSON text.
+        out.push_back(v.is_string() ? v.get<std::string>()
+                      : v.is_boolean() ? (v.get<bool>() ? "True" : "False")
+                      : v.is_null() ? "None" : v.dump());
+      }
+    } catch (const nlohmann::json::exception& e) {
+      throw FormatError(what + ": " + p.string() + " does not fit the spec " + spec.dump() +
+                        " (\"field\": a key of every row, \"limit\": a non-negative integer; " + e.what() + ")");
     }
     return out;
   }
   auto out = string_list(spec, what);
-  if (entry.contains("fill") && !entry["fill"].is_null()) {
+  if (entry.contains("fill") && !entry["fill"].is_null() && !entry["fill"].empty()) {
     std::vector<std::string> filled;
     for (const auto& x : string_list(entry["fill"], "atom '" + name + "' fill"))
       for (const auto& t : out) filled.push_back(expand(t, x, name));
@@ -245,6 +254,8 @@ Atom Atom::from_json(const std::string& json, const std::string& base_dir) {
   if (!missing.empty())
     throw FormatError("atom entry '" + name + "': missing " + detail::join_names(missing, false) +
                       " (expected name, kind, positive, negative; optional description, hooks, fill)");
+  if (!d["name"].is_string())
+    throw FormatError(detail::expected_got("atom entry name", "a string", d["name"].dump()));
   if (!d["kind"].is_string())
     throw FormatError(detail::expected_got("atom '" + name + "' kind", "a string", d["kind"].type_name()));
   std::vector<std::string> hooks;
@@ -272,7 +283,8 @@ std::string RegistryAudit::to_json() const {
     for (int64_t j = 0; j < cos.size(1); ++j) r.push_back(cos[i][j].item<double>());
     rows.push_back(r);
   }
-  return Json{{"atoms", atoms}, {"cosines", rows}, {"condition_number", audit.condition_number}, {"collinear", c}}.dump();
+  return detail::json_text(
+      Json{{"atoms", atoms}, {"cosines", rows}, {"condition_number", audit.condition_number}, {"collinear", c}});
 }
 
 std::string direction_key(const std::string& atom, const std::string& hook, int64_t position) {

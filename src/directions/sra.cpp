@@ -19,6 +19,7 @@
 #include "scalpel/trace/metrics.hpp"
 #include "util/atomic_file.hpp"
 #include "util/logging.hpp"
+#include "util/json_text.hpp"
 #include "util/messages.hpp"
 #include "util/names.hpp"
 
@@ -108,9 +109,12 @@ std::vector<Json> jsonl_head(const fs::path& p, int64_t n) {
 std::vector<std::pair<std::string, std::string>> pairs_of(const fs::path& p, int64_t n, const char* q, const char* a) {
   std::vector<std::pair<std::string, std::string>> out;
   for (const auto& r : jsonl_head(p, n)) {
-    if (!r.contains(q) || !r.contains(a))
+    if (!r.is_object() || !r.contains(q) || !r.contains(a))
       throw FormatError(detail::expected_got(p.string() + " row", std::string("fields '") + q + "' and '" + a + "'",
                                              r.dump().substr(0, 120)));
+    if (!r[q].is_string() || !r[a].is_string())
+      throw FormatError(detail::expected_got(p.string() + std::string(" fields '") + q + "' and '" + a + "'", "strings",
+                                             r[q].type_name() + std::string(" and ") + r[a].type_name()));
     out.emplace_back(r[q].get<std::string>(), r[a].get<std::string>());
   }
   return out;
@@ -143,7 +147,7 @@ Candidates candidate_directions(Transformer& model, const std::vector<std::strin
 std::string Selection::to_json() const {
   Json rows_j = Json::array();
   for (const auto& r : rows) rows_j.push_back(score_json(r));
-  return Json{{"hook", hook}, {"position", position}, {"candidates", rows_j}}.dump();
+  return detail::json_text(Json{{"hook", hook}, {"position", position}, {"candidates", rows_j}});
 }
 
 Selection select_direction(Transformer& model, const Candidates& cands, const std::vector<std::string>& harmful_val,
@@ -164,7 +168,7 @@ Selection select_direction(Transformer& model, const Candidates& cands, const st
   const double base_h = mean_refusal_score(last_logits(model, H), tokens);
   const int64_t L = model.config().n_layers;
   Selection sel;
-  const CandidateScore* best = nullptr;
+  bool found = false;
   size_t best_i = 0;
   std::optional<Progress> bar;
   if (progress) bar.emplace("selecting a direction", static_cast<int64_t>(cands.hooks.size() * cands.positions.size()));
@@ -204,9 +208,9 @@ Selection select_direction(Transformer& model, const Candidates& cands, const st
       row.eligible = reasons.empty();
       for (size_t k = 0; k < reasons.size(); ++k) row.reason += (k ? "; " : "") + reasons[k];
       sel.rows.push_back(row);
-      if (row.eligible && (best == nullptr || *row.bypass < *sel.rows[best_i].bypass)) {
+      if (row.eligible && (!found || *row.bypass < *sel.rows[best_i].bypass)) {
         best_i = sel.rows.size() - 1;
-        best = &sel.rows[best_i];
+        found = true;
         sel.hook = h;
         sel.position = row.position;
         sel.direction = v;
@@ -214,7 +218,7 @@ Selection select_direction(Transformer& model, const Candidates& cands, const st
       if (bar) bar->update();
     }
   }
-  if (best == nullptr) {
+  if (!found) {
     std::string worst;
     for (size_t k = 0; k < std::min<size_t>(6, sel.rows.size()); ++k)
       worst += (k ? "; " : "") + sel.rows[k].hook + "@" + std::to_string(sel.rows[k].position) + ": " + sel.rows[k].reason;
@@ -227,30 +231,34 @@ Selection select_direction(Transformer& model, const Candidates& cands, const st
 
 // -------------------------------------------------------------------- SRA --
 
-std::string SRAResult::ridge_json() const {
-  return Json{{"coefficients", ridge.coefficients}, {"lambda", ridge.lambda},       {"explained", ridge.explained},
-              {"cosine", ridge.cosine},             {"gcv_lambdas", ridge.gcv_lambdas}, {"gcv_scores", ridge.gcv_scores}}
-      .dump();
+namespace {
+Json ridge_object(const RidgeResult& r) {
+  return Json{{"coefficients", r.coefficients}, {"lambda", r.lambda},           {"explained", r.explained},
+              {"cosine", r.cosine},             {"gcv_lambdas", r.gcv_lambdas}, {"gcv_scores", r.gcv_scores}};
 }
 
-std::string SRAResult::audit_json() const {
-  return Json{{"cosines", tensor_json(audit.cosines)},
-              {"condition_number", audit.condition_number},
-              {"collinear", collinear_json(audit.collinear, atoms)}}
-      .dump();
+Json audit_object(const AtomAudit& a, const std::vector<std::string>& atoms) {
+  return Json{{"cosines", tensor_json(a.cosines)},
+              {"condition_number", a.condition_number},
+              {"collinear", collinear_json(a.collinear, atoms)}};
 }
+}  // namespace
+
+std::string SRAResult::ridge_json() const { return detail::json_text(ridge_object(ridge)); }
+
+std::string SRAResult::audit_json() const { return detail::json_text(audit_object(audit, atoms)); }
 
 std::string SRAResult::to_json() const {
   Json coef = Json::object();
   for (size_t i = 0; i < atoms.size(); ++i) coef[atoms[i]] = ridge.coefficients[i];
   Json j{{"hook", hook}, {"position", position}, {"atoms", atoms}, {"coefficients", coef}};
-  const Json ridge_j = Json::parse(ridge_json());
+  const Json ridge_j = ridge_object(ridge);
   for (auto it = ridge_j.begin(); it != ridge_j.end(); ++it)
     if (it.key() != "coefficients") j[it.key()] = it.value();
-  j["audit"] = Json::parse(audit_json());
+  j["audit"] = audit_object(audit, atoms);
   j["dirty_norm"] = dirty.norm().item<double>();
   j["clean_norm"] = clean.norm().item<double>();
-  return j.dump();
+  return detail::json_text(j);
 }
 
 SRAResult surgical_direction(const at::Tensor& dirty, const Registry& registry, const std::string& hook,
@@ -358,7 +366,7 @@ std::string EvalReport::to_json() const {
     return a;
   };
   j["examples"] = {{"harmful", ex(harmful, harmful_completions)}, {"harmless", ex(harmless, harmless_completions)}};
-  return j.dump();
+  return detail::json_text(j);
 }
 
 EvalReport evaluate(Transformer& model, const std::vector<std::string>& harmful, const std::vector<std::string>& harmless,
@@ -390,10 +398,9 @@ EvalReport evaluate(Transformer& model, const std::vector<std::string>& harmful,
 // ---------------------------------------------------------- mining, export --
 
 std::string MiningRound::to_json() const {
-  return Json{{"round", round},           {"refusal_rate", refusal_rate},     {"mean_kl", mean_kl},
+  return detail::json_text(Json{{"round", round},           {"refusal_rate", refusal_rate},     {"mean_kl", mean_kl},
               {"max_kl", max_kl},         {"harmful_set", harmful_set},       {"harmless_set", harmless_set},
-              {"added_harmful", added_harmful}, {"added_harmless", added_harmless}}
-      .dump();
+              {"added_harmful", added_harmful}, {"added_harmless", added_harmless}});
 }
 
 std::pair<at::Tensor, std::vector<MiningRound>> mine_hard_negatives(
@@ -436,7 +443,7 @@ std::pair<at::Tensor, std::vector<MiningRound>> mine_hard_negatives(
     auto order = at::argsort(kl, /*dim=*/-1, /*descending=*/true);
     for (int64_t k = 0; k < order.size(0) && static_cast<int64_t>(row.added_harmless.size()) < o.top_kl; ++k) {
       const auto& p = harmless_pool[static_cast<size_t>(order[k].item<int64_t>())];
-      if (!contains(harmless, p)) row.added_harmless.push_back(p);
+      if (!contains(harmless, p) && !contains(row.added_harmless, p)) row.added_harmless.push_back(p);
     }
     row.refusal_rate = static_cast<double>(refused) / static_cast<double>(HP.size());
     row.mean_kl = kl.mean().item<double>();

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <algorithm>
 #include <filesystem>
 #include <vector>
 
@@ -78,25 +79,40 @@ namespace scalpel::detail {
 
 void write_directory_atomic(const std::string& out_dir, bool overwrite, const std::string& protect,
                             const std::function<void(const std::string& tmp)>& fill) {
-  const fs::path out = fs::absolute(out_dir).lexically_normal();
+  fs::path out = fs::absolute(out_dir).lexically_normal();
+  if (!out.has_filename()) out = out.parent_path();  // "out/" names the directory out
   if (fs::exists(out) && !(fs::is_directory(out) && fs::is_empty(out)) && !overwrite)
     throw InvalidArgument(expected_got("output directory " + out.string(), "absent or empty", "not empty",
                                        "choose another directory or pass overwrite=True"));
   std::error_code ec;
-  if (!protect.empty() && fs::exists(out) && fs::equivalent(fs::absolute(protect), out, ec))
-    throw InvalidArgument(expected_got("output directory", "a directory other than the source " + protect, out.string()));
+  if (!protect.empty() && fs::exists(out)) {
+    // Refuse the source itself and any directory holding it (overwriting would delete it).
+    const fs::path src = fs::weakly_canonical(fs::absolute(protect), ec);
+    const fs::path dst = fs::weakly_canonical(out, ec);
+    const auto mismatch = std::mismatch(dst.begin(), dst.end(), src.begin(), src.end());
+    if (mismatch.first == dst.end())
+      throw InvalidArgument(expected_got("output directory " + out.string(),
+                                         "a directory that is not the source " + protect + " and does not contain it",
+                                         out.string()));
+  }
   fs::create_directories(out.parent_path());
-  const fs::path tmp = out.parent_path() / ("." + out.filename().string() + ".partial-" + std::to_string(::getpid()));
+  const std::string pid = std::to_string(::getpid());
+  const fs::path tmp = out.parent_path() / ("." + out.filename().string() + ".partial-" + pid);
+  const fs::path old = out.parent_path() / ("." + out.filename().string() + ".old-" + pid);
   fs::remove_all(tmp);
   fs::create_directories(tmp);
   try {
     fill(tmp.string());
-    if (fs::exists(out)) fs::remove_all(out);
+    // The old output moves aside before the new one moves in, so a crash leaves one of them.
+    fs::remove_all(old);
+    if (fs::exists(out)) fs::rename(out, old);
     fs::rename(tmp, out);
   } catch (...) {
     fs::remove_all(tmp, ec);
+    if (!fs::exists(out) && fs::exists(old)) fs::rename(old, out, ec);
     throw;
   }
+  fs::remove_all(old, ec);
 }
 
 }  // namespace scalpel::detail

@@ -75,6 +75,13 @@ TEST(SRA, RegistryFileFormat) {
   EXPECT_THROW(bad(R"({"name": "x", "kind": "shield", "positive": {"file": "none.jsonl"}, "negative": ["b"]})"),
                scalpel::FileNotFound);
   EXPECT_THROW(scalpel::Registry::from_json(R"({"format": "other", "atoms": []})"), scalpel::FormatError);
+  EXPECT_THROW(bad(R"({"name": 3, "kind": "shield", "positive": ["a"], "negative": ["b"]})"), scalpel::FormatError);
+  EXPECT_THROW(bad(R"({"name": "x", "kind": "shield", "positive": {"file": "p.jsonl", "field": "z"}, "negative": ["b"]})"),
+               scalpel::FormatError);
+  EXPECT_THROW(bad(R"({"name": "x", "kind": "shield", "positive": {"file": "p.jsonl", "limit": "2"}, "negative": ["b"]})"),
+               scalpel::FormatError);
+  auto empty_fill = bad(R"({"name": "x", "kind": "shield", "positive": ["{x} a"], "negative": ["b"], "fill": []})");
+  EXPECT_EQ(empty_fill.atom("x").positive, (std::vector<std::string>{"{x} a"}));  // no fill: the text as written
   EXPECT_THROW(scalpel::Atom("x", "shield", {}, {"b"}), scalpel::InvalidArgument);
   try {
     bad(R"({"name": "x", "kind": "shield"})");

@@ -257,6 +257,14 @@ def test_exported_edit_loads_in_transformers_and_scalpel(tmp_path):
     assert (want - reloaded).abs().max() < 1e-4
     with pytest.raises(Exception, match="exists|overwrite"):
         sra.export_ablated(src, out, v)
+    # overwriting the source, or a directory that holds it, is refused (it would delete the source)
+    for target in (src, tmp_path, str(src) + "/"):
+        with pytest.raises(ValueError, match="not the source .* does not contain it"):
+            sra.export_ablated(src, target, v, overwrite=True)
+    assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in src.iterdir()} == before
+    sra.export_ablated(src, str(out) + "/", v, gamma=0.5, overwrite=True)  # "dir/" is the directory dir
+    assert json.loads((out / "scalpel_edit.json").read_text())["gamma"] == 0.5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["edited", "src"]  # no temporary left behind
 
 
 def test_first_token_kl_and_perplexity_against_torch():

@@ -13,7 +13,10 @@
 //   export_ablated(source_dir, out_dir, res.clean);              // baked into the weights
 //
 // Python: scalpel.sra, with the same names (Registry.default() for
-// default_registry(); dicts where C++ returns JSON).
+// default_registry(); dicts where C++ returns JSON). The JSON of results writes
+// non-finite numbers as Infinity, -Infinity and NaN, as Python's json does.
+// A malformed registry or evaluation file raises FormatError naming the file
+// and the entry.
 #pragma once
 
 #include <ATen/core/Tensor.h>

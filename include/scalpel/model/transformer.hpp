@@ -155,7 +155,8 @@ class Transformer {
   /// `last_position_only` unembeds the last position only, as in forward().
   /// stop_at_layer = k in [0, n_layers) runs blocks 0..k-1 only and returns,
   /// instead of logits, the residual stream entering block k (hook points of
-  /// block k and later do not run; as TransformerLens' stop_at_layer).
+  /// block k and later do not run; as TransformerLens' stop_at_layer); -1 or
+  /// n_layers: the whole pass, with logits.
   std::pair<at::Tensor, std::map<std::string, at::Tensor>> run_with_cache(
       const at::Tensor& tokens, const std::vector<std::string>& names = {}, const at::Tensor& attention_mask = {},
       bool last_position_only = false, int64_t stop_at_layer = -1);
