@@ -12,6 +12,7 @@
 #include "scalpel/errors.hpp"
 #include "scalpel/hooks/edits.hpp"
 #include "scalpel/log.hpp"
+#include "scalpel/trace/metrics.hpp"
 #include "scalpel/train/train.hpp"
 #include "util/logging.hpp"
 #include "util/messages.hpp"
@@ -362,9 +363,7 @@ at::Tensor first_token_kl(Transformer& model, const std::vector<std::vector<int6
     throw ShapeError(detail::expected_got("first_token_kl reference_logits", "[" + std::to_string(edited.size(0)) + ", " +
                                               std::to_string(edited.size(1)) + "] (last_logits of the same prompts)",
                                           shape_of(reference_logits)));
-  auto p = at::log_softmax(reference_logits.to(at::kDouble), -1);
-  auto q = at::log_softmax(edited.to(at::kDouble), -1);
-  return (p.exp() * (p - q)).sum(-1).to(at::kFloat);
+  return kl_divergence(edited.unsqueeze(1), reference_logits.unsqueeze(1), -1);
 }
 
 double perplexity(Transformer& model, const std::vector<std::vector<int64_t>>& sequences, int64_t batch_size,

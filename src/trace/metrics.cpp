@@ -20,14 +20,16 @@ void check_logits(const at::Tensor& logits, const char* what) {
 }
 
 // The next-token log-probabilities at `position` (negative: from the end): [batch, vocab] float32.
-at::Tensor logprobs_at(const at::Tensor& logits, int64_t position, const char* what) {
+// Log-probabilities at `position` [batch, vocab], in float32 (or `dtype`).
+at::Tensor logprobs_at(const at::Tensor& logits, int64_t position, const char* what,
+                       at::ScalarType dtype = at::kFloat) {
   check_logits(logits, what);
   const int64_t n = logits.size(1);
   const int64_t p = position < 0 ? n + position : position;
   if (p < 0 || p >= n)
     throw InvalidArgument(detail::expected_got(std::string(what) + " position", "a position in [-" + std::to_string(n) +
                                                    ", " + std::to_string(n) + ")", std::to_string(position)));
-  return logits.select(1, p).to(at::kFloat).log_softmax(-1);
+  return logits.select(1, p).to(dtype).log_softmax(-1);
 }
 
 at::Tensor row_ids(const at::Tensor& ids, int64_t batch, const char* what) {
@@ -89,9 +91,10 @@ at::Tensor kl_divergence(const at::Tensor& logits, const at::Tensor& reference_l
   if (logits.sizes() != reference_logits.sizes())
     throw ShapeError(detail::expected_got("kl_divergence reference_logits", "the shape of logits " + c10::str(logits.sizes()),
                                           "shape " + c10::str(reference_logits.sizes())));
-  auto lp = logprobs_at(logits, position, "kl_divergence");
-  auto lq = logprobs_at(reference_logits, position, "kl_divergence");
-  return (lq.exp() * (lq - lp)).sum(1);
+  // In float64: the KLs of small edits (1e-5 and below) are lost in float32's rounding of the sum.
+  auto lp = logprobs_at(logits, position, "kl_divergence", at::kDouble);
+  auto lq = logprobs_at(reference_logits, position, "kl_divergence", at::kDouble);
+  return (lq.exp() * (lq - lp)).sum(1).to(at::kFloat);
 }
 
 at::Tensor causal_effect(const at::Tensor& base, const at::Tensor& patched) { return base.to(at::kFloat) - patched.to(at::kFloat); }

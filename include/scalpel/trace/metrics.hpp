@@ -34,7 +34,8 @@ at::Tensor logit_diff(const at::Tensor& logits, const at::Tensor& correct, const
 /// log p(R) − log(1 − p(R)), p(R) = Σ_{t∈R} softmax(logits)[t]. [batch].
 at::Tensor refusal_score(const at::Tensor& logits, const std::vector<int64_t>& refusal_tokens, int64_t position = -1);
 
-/// KL(reference ‖ p) of the next-token distributions at `position`: [batch].
+/// KL(reference ‖ p) of the next-token distributions at `position`: [batch]
+/// float32, computed in float64 (first_token_kl uses it too).
 at::Tensor kl_divergence(const at::Tensor& logits, const at::Tensor& reference_logits, int64_t position = -1);
 
 /// CausalEffect = H(base) − H(patched), elementwise.
