@@ -37,13 +37,13 @@ Formatter = Callable[[str], str]
 
 
 def shared_data_dir() -> Path | None:
-    """$SCALPEL_DATA, else the data/ folder of ../shared (mainjob.shared_dir: $SCALPEL_SHARED or
-    beside the repository), when present. (C++: scalpel::shared_data_dir, without the
-    beside-the-repository guess.)"""
+    """C++ scalpel::shared_data_dir ($SCALPEL_DATA, else $SCALPEL_SHARED/data), else the data/
+    folder of ../shared beside the repository (mainjob.shared_dir), when present."""
     from .mainjob import shared_dir
 
-    if os.environ.get("SCALPEL_DATA") and Path(os.environ["SCALPEL_DATA"]).is_dir():
-        return Path(os.environ["SCALPEL_DATA"])
+    found = _scalpel.shared_data_dir()
+    if found is not None:
+        return Path(found)
     shared = shared_dir()
     return shared / "data" if shared is not None and (shared / "data").is_dir() else None
 

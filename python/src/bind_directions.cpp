@@ -25,16 +25,8 @@ void bind_directions(py::module_& m) {
       .def_readonly("cosine", &RidgeResult::cosine)
       .def_readonly("gcv_lambdas", &RidgeResult::gcv_lambdas)
       .def_readonly("gcv_scores", &RidgeResult::gcv_scores)
-      .def("to_dict", [](const RidgeResult& r) {
-        py::dict d;
-        d["coefficients"] = r.coefficients;
-        d["lambda"] = r.lambda;
-        d["explained"] = r.explained;
-        d["cosine"] = r.cosine;
-        d["gcv_lambdas"] = r.gcv_lambdas;
-        d["gcv_scores"] = r.gcv_scores;
-        return d;
-      });
+      .def("to_json", &RidgeResult::to_json)
+      .def("to_dict", [](const RidgeResult& r) { return from_json(r.to_json()); });
   m.def("ridge_residualize", &ridge_residualize, py::arg("v"), py::arg("atoms"), py::arg("lambda_") = -1.0,
         py::arg("grid") = 60,
         "Ridge regression of v [d] on the atoms (rows of [k, d]) and its residual; lambda_ < 0 chooses lambda by GCV");

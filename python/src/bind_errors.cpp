@@ -18,6 +18,11 @@ std::string to_json(const py::handle& obj) {
   return (*dumps)(obj, py::arg("ensure_ascii") = false).cast<std::string>();
 }
 
+py::object from_json(const std::string& text) {
+  static py::object* loads = new py::object(py::module_::import("json").attr("loads"));  // never destroyed, as above
+  return (*loads)(text);
+}
+
 void bind_errors(py::module_& m) {
   // Python classes for scalpel's exception types. UnknownNameError is both a
   // KeyError and a ValueError, so either `except` form catches it.

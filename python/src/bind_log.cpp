@@ -18,11 +18,7 @@ void bind_log(py::module_& m) {
           return;
         }
         // Called from C++ threads that may not hold the GIL.
-        auto holder = gil_safe(std::move(cb));
-        scalpel::set_progress_callback([holder](const std::string& label, int64_t done, int64_t total) {
-          py::gil_scoped_acquire gil;
-          (*holder)(label, done, total);
-        });
+        scalpel::set_progress_callback(wrap_callable<void, const std::string&, int64_t, int64_t>(std::move(cb)));
       },
       py::arg("callback"),
       "Route progress events of long jobs to callback(label, done, total) instead of the log; None restores the log.");

@@ -13,19 +13,6 @@ namespace scalpel::python {
 
 namespace {
 
-py::object loads(const std::string& s) {
-  static py::object* f = new py::object(py::module_::import("json").attr("loads"));
-  return (*f)(s);
-}
-
-std::function<std::string(const std::string&)> wrap_str_fn(py::object fn) {
-  auto holder = gil_safe(std::move(fn));
-  return [holder](const std::string& s) {
-    py::gil_scoped_acquire gil;
-    return (*holder)(s).cast<std::string>();
-  };
-}
-
 std::optional<PromptFormat> to_format(const py::object& fmt) {
   if (fmt.is_none()) return std::nullopt;
   if (py::isinstance<PromptFormat>(fmt)) return fmt.cast<PromptFormat>();
@@ -34,17 +21,12 @@ std::optional<PromptFormat> to_format(const py::object& fmt) {
                          py::str(py::type::of(fmt)).cast<std::string>());
   PromptFormat f;
   f.templated = py::getattr(fmt, "templated", py::bool_(false)).cast<bool>();
-  f.apply = wrap_str_fn(fmt);
+  f.apply = wrap_callable<std::string, const std::string&>(fmt);
   return f;
 }
 
 Judge to_judge(const py::object& judge) {
-  if (judge.is_none()) return {};
-  auto holder = gil_safe(judge);
-  return [holder](const std::string& s) {
-    py::gil_scoped_acquire gil;
-    return py::bool_((*holder)(s)).cast<bool>();
-  };
+  return judge.is_none() ? Judge() : wrap_callable<bool, const std::string&>(judge);
 }
 
 py::dict atoms_dict(const Registry& r) {
@@ -61,7 +43,7 @@ void bind_sra(py::module_& m) {
                            "the text carries the template's special tokens (encoded without adding BOS)")
       .def(py::init([](const py::object& apply, bool templated) {
              PromptFormat f;
-             if (!apply.is_none()) f.apply = wrap_str_fn(apply);
+             if (!apply.is_none()) f.apply = wrap_callable<std::string, const std::string&>(apply);
              f.templated = templated;
              return f;
            }),
@@ -132,7 +114,7 @@ void bind_sra(py::module_& m) {
       .def_static("from_dict", [](const py::handle& d, const py::object& base) {
                     return Atom::from_json(to_json(d), base.is_none() ? "" : py::str(base).cast<std::string>());
                   }, py::arg("d"), py::arg("base") = py::none())
-      .def("to_dict", [](const Atom& a) { return loads(a.to_json()); })
+      .def("to_dict", [](const Atom& a) { return from_json(a.to_json()); })
       .def("__repr__", [](const Atom& a) {
         return "Atom(" + a.name + ", " + a.kind + ", " + std::to_string(a.positive.size()) + " positive, " +
                std::to_string(a.negative.size()) + " negative)";
@@ -175,7 +157,7 @@ void bind_sra(py::module_& m) {
            py::arg("kinds") = std::vector<std::string>{"shield", "confound"},
            py::arg("exclude") = std::vector<std::string>{}, "(names, [k, d] directions) of the chosen atoms")
       .def("audit", [](const Registry& r, const std::string& hook, int64_t position, const std::vector<std::string>& kinds,
-                       double cc) { return loads(r.audit(hook, position, kinds, cc).to_json()); },
+                       double cc) { return from_json(r.audit(hook, position, kinds, cc).to_json()); },
            py::arg("hook"), py::arg("position"), py::arg("kinds") = std::vector<std::string>{"shield", "confound"},
            py::arg("collinear_cosine") = 0.9, "Pairwise cosines, condition number and near-collinear pairs (a dict)");
   m.def("direction_key", &direction_key, py::arg("atom"), py::arg("hook"), py::arg("position"));
@@ -206,11 +188,11 @@ void bind_sra(py::module_& m) {
       .def_readonly("position", &Selection::position)
       .def_readonly("direction", &Selection::direction)
       .def_property_readonly("rows", [](const Selection& s) -> py::object {
-                               py::object d = loads(s.to_json());
+                               py::object d = from_json(s.to_json());
                                return d["candidates"];
                              },
                              "Every candidate's scores (dicts)")
-      .def("to_dict", [](const Selection& s) { return loads(s.to_json()); });
+      .def("to_dict", [](const Selection& s) { return from_json(s.to_json()); });
   m.def("select_direction", [](Transformer& model, const Candidates& cands, const std::vector<std::string>& harmful_val,
                                const std::vector<std::string>& harmless_val, const py::object& fmt,
                                std::optional<std::vector<int64_t>> tokens, double kl_threshold, double exclude_last,
@@ -231,9 +213,9 @@ void bind_sra(py::module_& m) {
       .def_readonly("atoms", &SRAResult::atoms)
       .def_readonly("hook", &SRAResult::hook)
       .def_readonly("position", &SRAResult::position)
-      .def_property_readonly("ridge", [](const SRAResult& r) { return loads(r.ridge_json()); })
-      .def_property_readonly("audit", [](const SRAResult& r) { return loads(r.audit_json()); })
-      .def("to_dict", [](const SRAResult& r) { return loads(r.to_json()); });
+      .def_property_readonly("ridge", [](const SRAResult& r) { return from_json(r.ridge.to_json()); })
+      .def_property_readonly("audit", [](const SRAResult& r) { return from_json(r.audit_json()); })
+      .def("to_dict", [](const SRAResult& r) { return from_json(r.to_json()); });
   m.def("surgical_direction", &surgical_direction, py::arg("dirty"), py::arg("registry"), py::arg("hook"),
         py::arg("position"), py::arg("lambda_") = -1.0,
         py::arg("kinds") = std::vector<std::string>{"shield", "confound"},
@@ -272,7 +254,7 @@ void bind_sra(py::module_& m) {
             py::gil_scoped_release release;
             r = evaluate(model, harmful, harmless, f, o);
           }
-          return loads(r.to_json());
+          return from_json(r.to_json());
         }, py::arg("model"), py::arg("harmful"), py::arg("harmless"), py::arg("fmt") = py::none(),
         py::arg("reference_logits") = py::none(), py::arg("tokens") = py::none(), py::arg("texts") = py::none(),
         py::arg("solutions") = py::none(), py::arg("max_new_tokens") = 24, py::arg("judge") = py::none(),
@@ -293,25 +275,16 @@ void bind_sra(py::module_& m) {
           o.gamma = gamma;
           o.max_new_tokens = max_new_tokens;
           o.judge = to_judge(judge);
-          if (!log.is_none()) {
-            auto holder = gil_safe(log);
-            o.log = [holder](const std::string& s) {
-              py::gil_scoped_acquire gil;
-              (*holder)(s);
-            };
-          }
-          auto make = gil_safe(make_direction);
-          auto fn = [make](const std::vector<std::string>& h, const std::vector<std::string>& b) {
-            py::gil_scoped_acquire gil;
-            return (*make)(h, b).cast<at::Tensor>();
-          };
+          if (!log.is_none()) o.log = wrap_callable<void, const std::string&>(log);
+          auto fn = wrap_callable<at::Tensor, const std::vector<std::string>&, const std::vector<std::string>&>(
+              make_direction);
           std::pair<at::Tensor, std::vector<MiningRound>> res;
           {
             py::gil_scoped_release release;
             res = mine_hard_negatives(model, fn, harmful, harmless, harmful_pool, harmless_pool, f, o);
           }
           py::list rows;
-          for (const auto& r : res.second) rows.append(loads(r.to_json()));
+          for (const auto& r : res.second) rows.append(from_json(r.to_json()));
           return py::make_tuple(res.first, rows);
         }, py::arg("model"), py::arg("make_direction"), py::arg("harmful"), py::arg("harmless"),
         py::arg("harmful_pool"), py::arg("harmless_pool"), py::arg("fmt") = py::none(), py::arg("rounds") = 3,

@@ -50,13 +50,7 @@ void bind_trace(py::module_& m) {
         return "SweepResult(" + r.component + ", scores[" + dims + "] " + c10::str(r.scores.sizes()) +
                ", source " + std::to_string(r.source_score) + ", target " + std::to_string(r.target_score) + ")";
       });
-  auto to_metric = [](py::function fn) -> Metric {
-    auto holder = gil_safe(std::move(fn));
-    return [holder](const at::Tensor& logits) {
-      py::gil_scoped_acquire gil;
-      return (*holder)(logits).cast<at::Tensor>();
-    };
-  };
+  auto to_metric = [](py::function fn) -> Metric { return wrap_callable<at::Tensor, const at::Tensor&>(std::move(fn)); };
   // One callable, or a list of callables (one per pair / prompt).
   auto to_pair_metric = [to_metric](const py::object& obj) -> PairMetric {
     if (PyCallable_Check(obj.ptr())) return PairMetric(to_metric(obj.cast<py::function>()));

@@ -4,6 +4,9 @@
 
 #include <torch/extension.h>
 
+#include <functional>
+#include <type_traits>
+
 namespace py = pybind11;
 
 namespace scalpel::python {
@@ -28,4 +31,20 @@ std::shared_ptr<py::object> gil_safe(py::object obj);
 
 /// json.dumps(obj) — lists of dicts and keyword arguments cross into C++ as JSON.
 std::string to_json(const py::handle& obj);
+/// json.loads(text) — results C++ gives as JSON text cross into Python as dicts.
+py::object from_json(const std::string& text);
+
+/// A Python callable as a C++ function that C++ may call, copy or destroy
+/// without the GIL: each call takes the GIL and casts the result to R (a bool
+/// result is the result's truth value).
+template <class R, class... Args>
+std::function<R(Args...)> wrap_callable(py::object fn) {
+  auto holder = gil_safe(std::move(fn));
+  return [holder](Args... args) -> R {
+    py::gil_scoped_acquire gil;
+    py::object out = (*holder)(args...);
+    if constexpr (std::is_same_v<R, bool>) return PyObject_IsTrue(out.ptr()) == 1;
+    else if constexpr (!std::is_void_v<R>) return out.cast<R>();
+  };
+}
 }  // namespace scalpel::python

@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <filesystem>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "scalpel/directions/sra.hpp"
 #include "scalpel/errors.hpp"
@@ -14,6 +13,7 @@
 #include "util/atomic_file.hpp"
 #include "util/json_text.hpp"
 #include "util/messages.hpp"
+#include "directions/sra_detail.hpp"
 
 namespace scalpel {
 
@@ -24,11 +24,8 @@ const char* default_atoms_json();  // generated from python/scalpel/atoms/defaul
 namespace {
 
 namespace fs = std::filesystem;
-using Json = nlohmann::ordered_json;
-
-bool contains(const std::vector<std::string>& v, const std::string& x) {
-  return std::find(v.begin(), v.end(), x) != v.end();
-}
+using detail::contains;
+using detail::Json;
 
 // Python's str.format(x=...) on a template: "{x}" is the fill, "{{" and "}}" are braces.
 std::string expand(const std::string& tpl, const std::string& x, const std::string& atom) {
@@ -76,19 +73,7 @@ std::vector<std::string> prompt_set(const Json& spec, const Json& entry, const s
     fs::path p = spec["file"].get<std::string>();
     if (p.is_relative() && !base_dir.empty()) p = fs::path(base_dir) / p;
     if (!fs::exists(p)) throw FileNotFound("atom '" + name + "': prompt file " + p.string() + " not found");
-    const std::string text = detail::read_text_file(p.string(), "atom prompt file");
-    std::vector<Json> rows;
-    try {
-      if (p.extension() == ".json") {
-        for (auto& r : Json::parse(text)) rows.push_back(r);
-      } else {
-        std::istringstream in(text);
-        for (std::string line; std::getline(in, line);)
-          if (!line.empty() && line != "\r") rows.push_back(Json::parse(line));
-      }
-    } catch (const nlohmann::json::exception& e) {
-      throw FormatError(p.string() + ": not valid JSON/JSONL (" + e.what() + ")");
-    }
+    const std::vector<Json> rows = detail::read_json_rows(p.string(), "atom prompt file");
     std::vector<std::string> out;
     try {
       size_t limit = rows.size();
@@ -230,6 +215,10 @@ Atom::Atom(std::string name_, std::string kind_, std::vector<std::string> positi
            std::string description_, std::vector<std::string> hooks_)
     : name(std::move(name_)), kind(std::move(kind_)), positive(std::move(positive_)), negative(std::move(negative_)),
       description(std::move(description_)), hooks(std::move(hooks_)) {
+  validate();
+}
+
+void Atom::validate() const {
   if (!contains(atom_kinds(), kind))
     throw InvalidArgument(detail::expected_got("atom '" + name + "' kind", "one of " + detail::join_names(atom_kinds()),
                                                "'" + kind + "'"));
@@ -266,25 +255,21 @@ Atom Atom::from_json(const std::string& json, const std::string& base_dir) {
               prompt_set(d["negative"], d, name, "negative", base_dir), description, hooks);
 }
 
-std::string Atom::to_json() const {
-  Json d{{"name", name}, {"kind", kind}, {"description", description}, {"positive", positive}, {"negative", negative}};
-  if (!hooks.empty()) d["hooks"] = hooks;
-  return d.dump();
+namespace {
+Json atom_object(const Atom& a) {
+  Json d{{"name", a.name}, {"kind", a.kind}, {"description", a.description}, {"positive", a.positive},
+         {"negative", a.negative}};
+  if (!a.hooks.empty()) d["hooks"] = a.hooks;
+  return d;
 }
+}  // namespace
+
+std::string Atom::to_json() const { return atom_object(*this).dump(); }
 
 std::string RegistryAudit::to_json() const {
-  Json c = Json::array();
-  for (const auto& [i, j] : audit.collinear)
-    c.push_back({atoms[static_cast<size_t>(i)], atoms[static_cast<size_t>(j)]});
-  auto cos = audit.cosines.to(at::kDouble).contiguous();
-  Json rows = Json::array();
-  for (int64_t i = 0; i < cos.size(0); ++i) {
-    Json r = Json::array();
-    for (int64_t j = 0; j < cos.size(1); ++j) r.push_back(cos[i][j].item<double>());
-    rows.push_back(r);
-  }
-  return detail::json_text(
-      Json{{"atoms", atoms}, {"cosines", rows}, {"condition_number", audit.condition_number}, {"collinear", c}});
+  Json j{{"atoms", atoms}};
+  j.update(detail::audit_object(audit, atoms));
+  return detail::json_text(j);
 }
 
 std::string direction_key(const std::string& atom, const std::string& hook, int64_t position) {
@@ -299,8 +284,8 @@ Registry::Registry(const std::vector<Atom>& atoms, std::map<std::string, at::Ten
 void Registry::add(const Atom& atom) {
   for (const auto& a : atoms_)
     if (a.name == atom.name) throw InvalidArgument("registry: atom '" + atom.name + "' is already registered");
-  Atom checked(atom.name, atom.kind, atom.positive, atom.negative, atom.description, atom.hooks);
-  atoms_.push_back(std::move(checked));
+  atom.validate();  // its fields may have changed since it was built
+  atoms_.push_back(atom);
 }
 
 std::vector<std::string> Registry::names(const std::vector<std::string>& kinds) const {
@@ -359,7 +344,7 @@ Registry Registry::default_registry() {
 
 std::string Registry::to_json() const {
   Json atoms = Json::array();
-  for (const auto& a : atoms_) atoms.push_back(Json::parse(a.to_json()));
+  for (const auto& a : atoms_) atoms.push_back(atom_object(a));
   return Json{{"format", "scalpel.atoms/1"}, {"atoms", atoms}}.dump(1) + "\n";
 }
 
@@ -380,7 +365,7 @@ void Registry::extract(Transformer& model, const std::vector<std::string>& hooks
                        const std::string& method, int64_t batch_size) {
   if (method != "mean" && method != "pca")
     throw InvalidArgument(detail::expected_got("Registry.extract method", "'mean' or 'pca'", "'" + method + "'"));
-  const PromptFormat f = fmt ? *fmt : chat_formatter(model);
+  const PromptFormat f = detail::resolve_format(model, fmt);
   for (const auto& n : names.empty() ? this->names() : names) {
     const Atom& a = atom(n);
     auto pos = collect_activations(model, encode_prompts(model, a.positive, f), hooks, positions, batch_size);

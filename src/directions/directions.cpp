@@ -16,7 +16,9 @@
 #include "scalpel/train/train.hpp"
 #include "util/logging.hpp"
 #include "util/messages.hpp"
+#include "util/json_text.hpp"
 #include "util/names.hpp"
+#include "directions/sra_detail.hpp"
 
 namespace scalpel {
 namespace {
@@ -158,6 +160,8 @@ at::Tensor unit(const at::Tensor& v) {
   if ((n == 0).any().item<bool>()) throw InvalidArgument(detail::expected_got("unit", "nonzero vectors", "a zero vector"));
   return v / n;
 }
+
+std::string RidgeResult::to_json() const { return detail::json_text(detail::ridge_object(*this)); }
 
 RidgeResult ridge_residualize(const at::Tensor& v, const at::Tensor& atoms, double lambda, int64_t grid) {
   if (!v.defined() || v.dim() != 1)

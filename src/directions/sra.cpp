@@ -22,17 +22,78 @@
 #include "util/json_text.hpp"
 #include "util/messages.hpp"
 #include "util/names.hpp"
+#include "directions/sra_detail.hpp"
 
 namespace scalpel {
+
+namespace detail {
+
+bool contains(const std::vector<std::string>& v, const std::string& x) {
+  return std::find(v.begin(), v.end(), x) != v.end();
+}
+
+Json tensor_json(const at::Tensor& t) {
+  auto d = t.to(at::kDouble).contiguous();
+  Json out = Json::array();
+  if (d.dim() == 1) {
+    const double* p = d.data_ptr<double>();
+    for (int64_t i = 0; i < d.numel(); ++i) out.push_back(p[i]);
+  } else {
+    for (int64_t i = 0; i < d.size(0); ++i) out.push_back(tensor_json(d[i]));
+  }
+  return out;
+}
+
+Json ridge_object(const RidgeResult& r) {
+  return Json{{"coefficients", r.coefficients}, {"lambda", r.lambda},           {"explained", r.explained},
+              {"cosine", r.cosine},             {"gcv_lambdas", r.gcv_lambdas}, {"gcv_scores", r.gcv_scores}};
+}
+
+Json audit_object(const AtomAudit& a, const std::vector<std::string>& names) {
+  Json c = Json::array();
+  for (const auto& [i, j] : a.collinear) c.push_back({names[static_cast<size_t>(i)], names[static_cast<size_t>(j)]});
+  return Json{{"cosines", tensor_json(a.cosines)}, {"condition_number", a.condition_number}, {"collinear", c}};
+}
+
+std::vector<Json> read_json_rows(const std::string& path, const std::string& what, size_t max_rows) {
+  const std::string text = read_text_file(path, what);
+  std::vector<Json> rows;
+  if (std::filesystem::path(path).extension() == ".json") {
+    try {
+      for (auto& r : Json::parse(text)) {
+        if (rows.size() == max_rows) break;
+        rows.push_back(r);
+      }
+    } catch (const nlohmann::json::exception& e) {
+      throw FormatError(path + ": not a valid JSON list (" + e.what() + ")");
+    }
+    return rows;
+  }
+  std::istringstream in(text);
+  size_t line_no = 0;
+  for (std::string line; rows.size() < max_rows && std::getline(in, line);) {
+    ++line_no;
+    if (line.empty() || line == "\r") continue;
+    try {
+      rows.push_back(Json::parse(line));
+    } catch (const nlohmann::json::exception& e) {
+      throw FormatError(path + " line " + std::to_string(line_no) + ": not valid JSON (" + e.what() + ")");
+    }
+  }
+  return rows;
+}
+
+PromptFormat resolve_format(const Transformer& model, const std::optional<PromptFormat>& fmt) {
+  return fmt ? *fmt : chat_formatter(model);
+}
+
+}  // namespace detail
 
 namespace {
 
 namespace fs = std::filesystem;
-using Json = nlohmann::ordered_json;
-
-PromptFormat resolve(const Transformer& model, const std::optional<PromptFormat>& fmt) {
-  return fmt ? *fmt : chat_formatter(model);
-}
+using detail::contains;
+using detail::Json;
 
 // The block a candidate's hook belongs to (0 for hooks before the blocks).
 int64_t layer_of(const std::string& hook) { return std::max<int64_t>(0, detail::layer_index(hook, "blocks.")); }
@@ -45,29 +106,6 @@ std::string printf_g(const char* f, double x) {
 
 double mean_refusal_score(const at::Tensor& last, const std::vector<int64_t>& tokens) {
   return refusal_score(last.unsqueeze(1), tokens, -1).mean().item<double>();
-}
-
-bool contains(const std::vector<std::string>& v, const std::string& x) {
-  return std::find(v.begin(), v.end(), x) != v.end();
-}
-
-Json tensor_json(const at::Tensor& t) {
-  auto d = t.to(at::kDouble).contiguous();
-  if (d.dim() == 1) {
-    Json out = Json::array();
-    const double* p = d.data_ptr<double>();
-    for (int64_t i = 0; i < d.numel(); ++i) out.push_back(p[i]);
-    return out;
-  }
-  Json out = Json::array();
-  for (int64_t i = 0; i < d.size(0); ++i) out.push_back(tensor_json(d[i]));
-  return out;
-}
-
-Json collinear_json(const std::vector<std::pair<int64_t, int64_t>>& pairs, const std::vector<std::string>& names) {
-  Json c = Json::array();
-  for (const auto& [i, j] : pairs) c.push_back({names[static_cast<size_t>(i)], names[static_cast<size_t>(j)]});
-  return c;
 }
 
 Json score_json(const CandidateScore& r) {
@@ -90,25 +128,9 @@ fs::path data_file(const std::string& data_dir, const std::string& a, const std:
   return fs::path(*d) / a / b;
 }
 
-std::vector<Json> jsonl_head(const fs::path& p, int64_t n) {
-  std::istringstream in(detail::read_text_file(p.string(), "evaluation set"));
-  std::vector<Json> rows;
-  size_t line_no = 0;
-  for (std::string line; static_cast<int64_t>(rows.size()) < n && std::getline(in, line);) {
-    ++line_no;
-    if (line.empty() || line == "\r") continue;
-    try {
-      rows.push_back(Json::parse(line));
-    } catch (const nlohmann::json::exception& e) {
-      throw FormatError(p.string() + " line " + std::to_string(line_no) + ": not valid JSON (" + e.what() + ")");
-    }
-  }
-  return rows;
-}
-
 std::vector<std::pair<std::string, std::string>> pairs_of(const fs::path& p, int64_t n, const char* q, const char* a) {
   std::vector<std::pair<std::string, std::string>> out;
-  for (const auto& r : jsonl_head(p, n)) {
+  for (const auto& r : detail::read_json_rows(p.string(), "evaluation set", static_cast<size_t>(std::max<int64_t>(n, 0)))) {
     if (!r.is_object() || !r.contains(q) || !r.contains(a))
       throw FormatError(detail::expected_got(p.string() + " row", std::string("fields '") + q + "' and '" + a + "'",
                                              r.dump().substr(0, 120)));
@@ -130,7 +152,7 @@ Candidates candidate_directions(Transformer& model, const std::vector<std::strin
                                 const std::string& method, int64_t batch_size) {
   if (method != "mean" && method != "pca")
     throw InvalidArgument(detail::expected_got("candidate_directions method", "'mean' or 'pca'", "'" + method + "'"));
-  const PromptFormat f = resolve(model, fmt);
+  const PromptFormat f = detail::resolve_format(model, fmt);
   Candidates c{hooks, positions, {}};
   if (c.hooks.empty())
     for (int64_t l = 0; l < model.config().n_layers; ++l)
@@ -154,7 +176,7 @@ Selection select_direction(Transformer& model, const Candidates& cands, const st
                            const std::vector<std::string>& harmless_val, const std::optional<PromptFormat>& fmt,
                            const std::vector<int64_t>& tokens_in, double kl_threshold, double exclude_last,
                            bool progress) {
-  const PromptFormat f = resolve(model, fmt);
+  const PromptFormat f = detail::resolve_format(model, fmt);
   const auto tokens = tokens_in.empty() ? refusal_tokens(model, f) : tokens_in;
   if (!cands.directions.defined() || cands.directions.dim() != 3 ||
       cands.directions.size(0) != static_cast<int64_t>(cands.hooks.size()) ||
@@ -231,31 +253,16 @@ Selection select_direction(Transformer& model, const Candidates& cands, const st
 
 // -------------------------------------------------------------------- SRA --
 
-namespace {
-Json ridge_object(const RidgeResult& r) {
-  return Json{{"coefficients", r.coefficients}, {"lambda", r.lambda},           {"explained", r.explained},
-              {"cosine", r.cosine},             {"gcv_lambdas", r.gcv_lambdas}, {"gcv_scores", r.gcv_scores}};
-}
-
-Json audit_object(const AtomAudit& a, const std::vector<std::string>& atoms) {
-  return Json{{"cosines", tensor_json(a.cosines)},
-              {"condition_number", a.condition_number},
-              {"collinear", collinear_json(a.collinear, atoms)}};
-}
-}  // namespace
-
-std::string SRAResult::ridge_json() const { return detail::json_text(ridge_object(ridge)); }
-
-std::string SRAResult::audit_json() const { return detail::json_text(audit_object(audit, atoms)); }
+std::string SRAResult::audit_json() const { return detail::json_text(detail::audit_object(audit, atoms)); }
 
 std::string SRAResult::to_json() const {
   Json coef = Json::object();
   for (size_t i = 0; i < atoms.size(); ++i) coef[atoms[i]] = ridge.coefficients[i];
   Json j{{"hook", hook}, {"position", position}, {"atoms", atoms}, {"coefficients", coef}};
-  const Json ridge_j = ridge_object(ridge);
+  const Json ridge_j = detail::ridge_object(ridge);
   for (auto it = ridge_j.begin(); it != ridge_j.end(); ++it)
     if (it.key() != "coefficients") j[it.key()] = it.value();
-  j["audit"] = audit_object(audit, atoms);
+  j["audit"] = detail::audit_object(audit, atoms);
   j["dirty_norm"] = dirty.norm().item<double>();
   j["clean_norm"] = clean.norm().item<double>();
   return detail::json_text(j);
@@ -374,7 +381,7 @@ EvalReport evaluate(Transformer& model, const std::vector<std::string>& harmful,
   if (harmful.empty() || harmless.empty())
     throw InvalidArgument(detail::expected_got("evaluate prompt sets", "nonempty harmful and harmless sets",
                                                std::to_string(harmful.size()) + " and " + std::to_string(harmless.size())));
-  const PromptFormat f = resolve(model, fmt);
+  const PromptFormat f = detail::resolve_format(model, fmt);
   const auto tokens = o.tokens.empty() ? refusal_tokens(model, f) : o.tokens;
   const Judge judge = o.judge ? o.judge : Judge([](const std::string& s) { return is_refusal(s); });
   EvalReport r;
@@ -414,7 +421,7 @@ std::pair<at::Tensor, std::vector<MiningRound>> mine_hard_negatives(
     throw InvalidArgument(detail::expected_got("mine_hard_negatives pools", "nonempty harmful and harmless pools",
                                                std::to_string(harmful_pool.size()) + " and " +
                                                    std::to_string(harmless_pool.size())));
-  const PromptFormat f = resolve(model, fmt);
+  const PromptFormat f = detail::resolve_format(model, fmt);
   const Judge judge = o.judge ? o.judge : Judge([](const std::string& s) { return is_refusal(s); });
   auto log = o.log ? o.log : [](const std::string& m) { detail::log(detail::LogLevel::info, m); };
   std::vector<std::string> harmful = harmful_in, harmless = harmless_in;
@@ -471,7 +478,7 @@ std::string export_ablated(const std::string& source, const std::string& out, co
            {"from_layer", from_layer},
            {"source", source},
            {"edited", edited},
-           {"direction", tensor_json(direction.reshape({-1}))}};
+           {"direction", detail::tensor_json(direction.reshape({-1}))}};
   // scalpel_edit.json, not a .safetensors file, which loaders would take for a weight shard.
   detail::write_directory_atomic(out, overwrite, source, [&](const std::string& tmp) {
     model->save_pretrained(tmp, "", /*overwrite=*/true);

@@ -609,11 +609,19 @@ std::pair<at::Tensor, at::Tensor> positions_and_mask(const at::Tensor& attention
 }
 }  // namespace
 
-at::Tensor Transformer::forward(const at::Tensor& tokens_in, const at::Tensor& attention_mask, bool last_position_only) {
-  impl_->check_tokens(tokens_in);
+namespace {
+// The forward pass of token ids (stop_at_layer as in Impl::run_blocks).
+at::Tensor run_tokens(Transformer::Impl& impl, const at::Tensor& tokens_in, const at::Tensor& attention_mask,
+                      bool last_position_only, int64_t stop_at_layer = -1) {
+  impl.check_tokens(tokens_in);
   auto tokens = tokens_in.to(at::kLong);
   auto [positions, key_mask] = positions_and_mask(attention_mask, tokens.size(0), tokens.size(1));
-  return impl_->run(tokens, positions, key_mask, nullptr, last_position_only);
+  return impl.run(tokens, positions, key_mask, nullptr, last_position_only, stop_at_layer);
+}
+}  // namespace
+
+at::Tensor Transformer::forward(const at::Tensor& tokens_in, const at::Tensor& attention_mask, bool last_position_only) {
+  return run_tokens(*impl_, tokens_in, attention_mask, last_position_only);
 }
 
 at::Tensor Transformer::forward_from(int64_t layer, const at::Tensor& resid_pre, const at::Tensor& attention_mask,
@@ -829,12 +837,8 @@ std::pair<at::Tensor, std::map<std::string, at::Tensor>> Transformer::run_with_c
       return at::Tensor();
     });
   auto handle = add_hooks(hooks);
-  if (stop_at_layer < 0 || stop_at_layer == impl_->cfg.n_layers)
-    return {forward(tokens, attention_mask, last_position_only), std::move(*cache)};
-  impl_->check_tokens(tokens);
-  auto [positions, key_mask] = positions_and_mask(attention_mask, tokens.size(0), tokens.size(1));
-  auto resid = impl_->run(tokens.to(at::kLong), positions, key_mask, nullptr, false, stop_at_layer);
-  return {resid, std::move(*cache)};
+  auto out = run_tokens(*impl_, tokens, attention_mask, last_position_only, stop_at_layer);
+  return {out, std::move(*cache)};
 }
 
 GenerateResult Transformer::generate(const std::vector<std::vector<int64_t>>& prompts, const GenerateOptions& opt) {

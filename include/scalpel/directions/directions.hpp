@@ -53,6 +53,8 @@ struct RidgeResult {
   double cosine = 0.0;              ///< cos(v, clean)
   std::vector<double> gcv_lambdas;  ///< the GCV grid (empty when λ was given)
   std::vector<double> gcv_scores;   ///< GCV(λ) on that grid
+  /// {"coefficients", "lambda", "explained", "cosine", "gcv_lambdas", "gcv_scores"}
+  std::string to_json() const;
 };
 
 /// `lambda` < 0 chooses λ by generalized cross-validation over a log grid of

@@ -115,6 +115,9 @@ struct Atom {
   /// .json list or a JSONL file.
   static Atom from_json(const std::string& json, const std::string& base_dir = "");
   std::string to_json() const;
+  /// InvalidArgument for an unknown kind or an empty prompt set (the
+  /// constructor and Registry::add check it).
+  void validate() const;
 };
 
 /// Pairwise cosines, condition number and near-collinear pairs of a registry's
@@ -243,7 +246,6 @@ struct SRAResult {
   std::string hook;
   int64_t position = 0;
   AtomAudit audit;
-  std::string ridge_json() const;  ///< {"coefficients": [...], "lambda", "explained", "cosine", "gcv_lambdas", "gcv_scores"}
   std::string audit_json() const;  ///< {"cosines", "condition_number", "collinear": [[a, b], ...]}
   std::string to_json() const;
 };
