@@ -88,8 +88,7 @@ def chat_completions(model, prompts: list[str], max_new_tokens: int, batch_size:
     import scalpel
 
     tok = model.tokenizer
-    ids = [tok.encode(tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True),
-                      add_special_tokens=False) for p in prompts]
+    ids = scalpel.encode_prompts(model, list(prompts), scalpel.chat_formatter(model))
     stops = set(scalpel.default_stop_tokens(tok))
     out: list[str] = []
     ended = 0  # answers that closed their turn (EOS / end-of-turn) within max_new_tokens
@@ -169,8 +168,7 @@ def run(model_name: str = "gemma3-270m", out: str | Path = REPO / "runs", n: int
         "sets": {},
     }
     print(f"  loaded in {load_s:.1f} s ({report['dtype']}), peak RSS {peak_rss_mib():.0f} MiB")
-    tok = model.tokenizer
-    example = tok.apply_chat_template([{"role": "user", "content": "PROMPT"}], add_generation_prompt=True)
+    example = scalpel.chat_formatter(model)("PROMPT")
     report["generation"]["template_example"] = example
     rates, counts = {}, {}
     for name in sets:

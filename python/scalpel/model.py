@@ -51,15 +51,23 @@ def _hooks(self: Transformer, hooks: Iterable[tuple[str, Callable]] = (),
             h.remove()
 
 
-def _generate(self: Transformer, prompts, max_new_tokens: int = 32, *, do_sample: bool = False,
-              temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0,
+_generate_tokens = Transformer.generate  # C++ Transformer::generate(prompts, GenerateOptions)
+
+
+def _generate(self: Transformer, prompts, max_new_tokens: "int | _scalpel.GenerateOptions" = 32, *,
+              do_sample: bool = False, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0,
               stop_tokens: Sequence[int] | None = None, chat: bool = False, return_result: bool = False):
     """Generate from strings (returns the completions as strings) or token
     prompts (lists of ids, or a [batch, pos] tensor; returns GenerateResult).
 
-    chat=True wraps each string prompt in the model's chat template as one user turn.
-    stop_tokens defaults to the tokenizer's EOS and end-of-turn tokens (default_stop_tokens).
+    chat=True wraps each string prompt in the model's chat template as one user turn
+    (scalpel.chat_formatter, the one chat wrapper). stop_tokens defaults to the
+    tokenizer's EOS and end-of-turn tokens (default_stop_tokens).
+    `model.generate(token_prompts, options)` with a GenerateOptions is C++'s
+    Transformer::generate as it is.
     """
+    if isinstance(max_new_tokens, _scalpel.GenerateOptions):
+        return _generate_tokens(self, _token_lists(prompts), max_new_tokens)
     tok = self.tokenizer if self.has_tokenizer else None
     as_text = isinstance(prompts, str) or (isinstance(prompts, (list, tuple)) and prompts and isinstance(prompts[0], str))
     if isinstance(prompts, str):
@@ -68,16 +76,10 @@ def _generate(self: Transformer, prompts, max_new_tokens: int = 32, *, do_sample
         if tok is None:
             raise ValueError("generate: expected token prompts, got strings (this model has no tokenizer; "
                              "encode the prompts yourself)")
-        if chat:
-            texts = [tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True)
-                     for p in prompts]
-            ids = [tok.encode(t, add_special_tokens=False) for t in texts]
-        else:
-            ids = [tok.encode(p, add_special_tokens=True) for p in prompts]
-    elif isinstance(prompts, torch.Tensor):
-        ids = prompts.tolist() if prompts.dim() == 2 else [prompts.tolist()]
+        fmt = _scalpel.chat_formatter(tok) if chat else _scalpel.PromptFormat()
+        ids = _scalpel.encode_prompts(tok, list(prompts), fmt)
     else:
-        ids = [list(p) for p in prompts]
+        ids = _token_lists(prompts)
     opts = _scalpel.GenerateOptions()
     opts.max_new_tokens = max_new_tokens
     opts.do_sample = do_sample
@@ -88,10 +90,16 @@ def _generate(self: Transformer, prompts, max_new_tokens: int = 32, *, do_sample
     if stop_tokens is None and tok is not None:
         stop_tokens = default_stop_tokens(tok)
     opts.stop_tokens = list(stop_tokens or [])
-    result = self.generate_tokens(ids, opts)
+    result = _generate_tokens(self, ids, opts)
     if as_text and not return_result:
         return [tok.decode(t, skip_special_tokens=True) for t in result.new_tokens]
     return result
+
+
+def _token_lists(prompts) -> list[list[int]]:
+    if isinstance(prompts, torch.Tensor):
+        return prompts.tolist() if prompts.dim() == 2 else [prompts.tolist()]
+    return [list(p) for p in prompts]
 
 
 Transformer.hooks = _hooks

@@ -122,8 +122,11 @@ void bind_model(py::module_& m) {
       },
       py::arg("v"), py::arg("gamma") = 1.0, "Hook removing gamma times the component along v (x - gamma (x.v^)v^).");
 
-  py::class_<HookHandle>(m, "HookHandle", "Registered hooks; remove() (or leaving a `with` block) removes them.")
+  py::class_<HookHandle>(m, "HookHandle",
+                         "Registered hooks; remove() (or leaving a `with` block) removes them. A handle may outlive "
+                         "its model: remove() is then a no-op.")
       .def("remove", &HookHandle::remove)
+      .def_property_readonly("active", &HookHandle::active, "Whether it still holds hooks of a live model")
       .def("__enter__", [](HookHandle& h) -> HookHandle& { return h; }, py::return_value_policy::reference)
       .def("__exit__", [](HookHandle& h, py::args) { h.remove(); });
 
@@ -214,8 +217,9 @@ void bind_model(py::module_& m) {
            py::arg("last_position_only") = false, py::arg("stop_at_layer") = -1,
            py::call_guard<py::gil_scoped_release>(),
            "Logits and a dict of the activations at `names` (every hook point when empty).")
-      .def("generate_tokens", &Transformer::generate, py::arg("prompts"), py::arg("options"),
-           py::call_guard<py::gil_scoped_release>(), "C++ Transformer::generate: token prompts -> GenerateResult");
+      .def("generate", &Transformer::generate, py::arg("prompts"), py::arg("options"),
+           py::call_guard<py::gil_scoped_release>(),
+           "Token prompts (lists of ids) + GenerateOptions -> GenerateResult; scalpel.model adds the string form");
 
   m.def("supported_architectures", &supported_architectures);
 }

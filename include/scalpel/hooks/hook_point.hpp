@@ -11,6 +11,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace scalpel {
@@ -64,6 +65,29 @@ class HookPoint {
   std::vector<Entry> hooks_;
   int64_t next_id_ = 0;
   int64_t n_backward_ = 0;
+};
+
+/// Hooks registered on a model (Transformer::add_hooks and the functions that
+/// attach hooks for you): removes them when destroyed (also during exception
+/// unwinding) or on remove(). Safe to keep after the model is gone: it then
+/// removes nothing.
+class HookHandle {
+ public:
+  HookHandle() = default;
+  HookHandle(HookHandle&& other) noexcept;
+  HookHandle& operator=(HookHandle&& other) noexcept;
+  HookHandle(const HookHandle&) = delete;
+  HookHandle& operator=(const HookHandle&) = delete;
+  ~HookHandle();
+  /// Removes now (idempotent; a no-op once the model is destroyed).
+  void remove();
+  /// Whether the handle still holds hooks of a live model.
+  bool active() const { return !hooks_.empty() && !owner_.expired(); }
+
+ private:
+  friend class Transformer;
+  std::weak_ptr<const void> owner_;  // the model's lifetime token
+  std::vector<std::pair<HookPoint*, int64_t>> hooks_;
 };
 
 }  // namespace scalpel

@@ -21,23 +21,6 @@ namespace scalpel {
 class Tokenizer;
 class Transformer;
 
-/// Removes its hooks when destroyed (also during exception unwinding).
-class HookHandle {
- public:
-  HookHandle() = default;
-  HookHandle(HookHandle&& other) noexcept;
-  HookHandle& operator=(HookHandle&& other) noexcept;
-  HookHandle(const HookHandle&) = delete;
-  HookHandle& operator=(const HookHandle&) = delete;
-  ~HookHandle();
-  /// Removes now (idempotent).
-  void remove();
-
- private:
-  friend class Transformer;
-  std::vector<std::pair<HookPoint*, int64_t>> hooks_;
-};
-
 struct GenerateOptions {
   int64_t max_new_tokens = 32;
   bool do_sample = false;      // greedy when false
@@ -172,6 +155,10 @@ class Transformer {
               bool release_copied_sources);
   std::unique_ptr<Impl> impl_;
   std::shared_ptr<const Tokenizer> tokenizer_;
+  // Alive as long as the model: hook handles hold a weak reference to it, so
+  // a handle that outlives its model removes nothing instead of touching freed
+  // hook points.
+  std::shared_ptr<const char> life_ = std::make_shared<const char>('\0');
 };
 
 /// Names of the architectures the registry knows (e.g. "LlamaForCausalLM").
