@@ -60,7 +60,7 @@ def main() -> None:
     prompts = [torch.randint(0, cfg.vocab_size, (int(n),), generator=g).tolist()
                for n in torch.randint(16, 33, (args.prompts,), generator=g)]
     L, positions = cfg.num_hidden_layers, [-5, -4, -3, -2, -1]
-    names = [f"blocks.{l}.hook_resid_pre" for l in range(L)]
+    names = [scalpel.hook_name("resid_pre", l) for l in range(L)]
 
     T = max(map(len, prompts))
     ids = torch.tensor([[0] * (T - len(p)) + p for p in prompts])
@@ -81,7 +81,7 @@ def main() -> None:
     # 1b. one early site (an atom's extraction at the selected layer): scalpel stops after the
     # last block it reads; output_hidden_states runs the whole model.
     site = L // 3
-    ours1, s_one = best(lambda: scalpel.collect_activations(model, prompts, [f"blocks.{site}.hook_resid_pre"],
+    ours1, s_one = best(lambda: scalpel.collect_activations(model, prompts, [scalpel.hook_name("resid_pre", site)],
                                                             positions, 32), args.repeats)
 
     def hf_one():

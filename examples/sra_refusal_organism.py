@@ -117,8 +117,8 @@ def main() -> int:
     print(f"selected {sel.hook} position {sel.position}", flush=True)
     grid = torch.full((len(cands.hooks), len(cands.positions)), float("nan"))
     for r in sel.rows:
-        if "bypass" in r:
-            grid[cands.hooks.index(r["hook"]), cands.positions.index(r["position"])] = r["bypass"]
+        if r.bypass is not None:
+            grid[cands.hooks.index(r.hook), cands.positions.index(r.position)] = r.bypass
     plots.plot_matrix(grid.tolist(), cands.hooks, out / "selection_bypass.png",
                       title="refusal score of harmful prompts with each candidate ablated (lower = refusal removed)",
                       col_labels=[f"pos {p} '{tok.decode([tok.encode(fmt('x'))[p]])}'" for p in cands.positions],
@@ -128,7 +128,7 @@ def main() -> int:
     reg = O.refusal_registry()
     reg.extract(model, [sel.hook], [sel.position], fmt)
     reg.save(out / "atoms_organism.json", {"model": str(src), "hook": sel.hook, "position": str(sel.position)})
-    default = sra.Registry.default()
+    default = sra.Registry.default_registry()
     default.extract(model, [sel.hook], [sel.position], fmt)
     audit = reg.audit(sel.hook, sel.position)
     report["audit"] = {"organism": audit, "default": default.audit(sel.hook, sel.position)}
@@ -208,12 +208,12 @@ def main() -> int:
     # λ sweep.
     print("lambda sweep ...", flush=True)
     lam_rows = []
-    base_lam = res.ridge["lambda"]
+    base_lam = res.ridge.lambda_
     for f in ([1e-3, 1, 1e3] if args.quick else [1e-4, 1e-3, 1e-2, 1e-1, 1, 10, 100, 1e3, 1e4]):
         r = sra.surgical_direction(dirty, reg, sel.hook, sel.position, lambda_=base_lam * f)
         with scalpel.ablate_direction(model, r.clean):
             m = measure(full=False)
-        lam_rows.append({"lambda": base_lam * f, "cos_dirty_clean": r.ridge["cosine"], "explained": r.ridge["explained"],
+        lam_rows.append({"lambda": base_lam * f, "cos_dirty_clean": r.ridge.cosine, "explained": r.ridge.explained,
                          **{k: m[k] for k in ("refusal_rate", "over_refusal", "first_token_kl")}})
     report["lambda_sweep"] = lam_rows
     plots.plot_edit_sweep({"SRA": lam_rows}, "lambda", out / "lambda_sweep.png",
@@ -247,7 +247,7 @@ def main() -> int:
         r = sra.surgical_direction(dirty, reg, sel.hook, sel.position, exclude=[n])
         with scalpel.ablate_direction(model, r.clean):
             m = measure(full=False)
-        loo.append({"left_out": n, "cos_dirty_clean": r.ridge["cosine"],
+        loo.append({"left_out": n, "cos_dirty_clean": r.ridge.cosine,
                     **{k: m[k] for k in ("refusal_rate", "over_refusal", "first_token_kl", "shield_kl")}})
     report["leave_one_out"] = loo
     plots.plot_bars(loo, "left_out", ("refusal_rate", "first_token_kl", "shield_kl"), out / "leave_one_out.png",
@@ -266,7 +266,7 @@ def main() -> int:
 
     mined, history = sra.mine_hard_negatives(model, make, harmful, harmless, pool_h, pool_b, fmt, rounds=3,
                                              max_new_tokens=8, judge=O.refusal_judge)
-    report["mining"] = history
+    report["mining"] = [h.to_dict() for h in history]
 
     # Export: the SRA edit baked into the weights, reloaded by scalpel and by transformers.
     print("export ...", flush=True)

@@ -125,16 +125,16 @@ def _plot(rates: dict[str, float], counts: dict[str, int], title: str, path: Pat
     ax.set_ylabel("refusals (%)")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp)
-    os.replace(tmp, path)
+    from .plots import _save_fig
+
+    _save_fig(fig, path)
     return True
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    from . import _scalpel
+
+    _scalpel.write_file_atomic(str(path), text)
 
 
 def run(model_name: str = "gemma3-270m", out: str | Path = REPO / "runs", n: int = 16,

@@ -150,7 +150,7 @@ def refusal_behaviour(model, r: dict = REFUSAL, max_new_tokens: int = 16) -> dic
         answers = model.generate([chat_prompt(q) for q, _ in rows], max_new_tokens=max_new_tokens)
         answers = [a.split("\n")[0].strip() for a in answers]
         if name.startswith(("harmful", "harmless")):
-            out[f"{name}_refused"] = sum(a.startswith(r["refusal"][:8]) for a in answers) / len(rows)
+            out[f"{name}_refused"] = sum(refusal_judge(a) for a in answers) / len(rows)
         else:
             out[f"{name}_accuracy"] = sum(a == want for a, (_, want) in zip(answers, rows)) / len(rows)
     return out
@@ -255,7 +255,7 @@ def induction_scores(model, span: int = 20, n: int = 64, seed: int = 12345):
 
     seqs = torch.tensor(induction_data(n, span, seed, model.config.d_vocab))
     L = model.config.n_layers
-    names = [f"blocks.{l}.attn.hook_pattern" for l in range(L)]
+    names = [_scalpel.hook_name("pattern", l) for l in range(L)]
     _, cache = model.run_with_cache(seqs, names)
     prev, ind = [], []
     T = seqs.shape[1]
@@ -299,18 +299,17 @@ def _save(model, r: dict, res, run: str, out: Path, extra: dict[str, str] | None
     the loss curve (CSV and PNG) and any extra files."""
     from .plots import plot_losses
 
-    tmp = Path(run) / "model"
-    model.save_pretrained(str(tmp))
-    (tmp / "losses.csv").write_text((Path(run) / "losses.csv").read_text())
-    plot_losses(tmp / "losses.csv", tmp / "losses.png", title=f"organism {r['name']}: training loss")
-    (tmp / "recipe.json").write_text(json.dumps({**r, "final_loss": res.loss[-1], "seconds": res.seconds}, indent=1) + "\n")
-    for name, text in (extra or {}).items():
-        (tmp / name).write_text(text)
-    if out.exists():
-        import shutil
+    def fill(d: str) -> None:
+        tmp = Path(d)
+        model.save_pretrained(str(tmp), overwrite=True)
+        (tmp / "losses.csv").write_text((Path(run) / "losses.csv").read_text())
+        plot_losses(tmp / "losses.csv", tmp / "losses.png", title=f"organism {r['name']}: training loss")
+        (tmp / "recipe.json").write_text(json.dumps({**r, "final_loss": res.loss[-1], "seconds": res.seconds},
+                                                    indent=1) + "\n")
+        for name, text in (extra or {}).items():
+            (tmp / name).write_text(text)
 
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    _scalpel.write_directory_atomic(str(out), fill, overwrite=True)  # the one atomic writer (C++)
 
 
 def _build_induction(r: dict, out: Path) -> None:

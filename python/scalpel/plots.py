@@ -10,6 +10,7 @@ import json
 import os
 from pathlib import Path
 from typing import Sequence
+from . import _scalpel
 
 
 def sweep_to_dict(result, tokens: Sequence[str] | None = None, normalized: bool = True) -> dict:
@@ -42,18 +43,18 @@ def _swept_tokens(result, tokens: Sequence[str] | None) -> list[str] | None:
     return list(tokens)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+def _atomic_write(path: Path, data: bytes | str) -> None:
+    _scalpel.write_file_atomic(str(path), data)  # the one atomic writer (C++)
 
 
 def _save_fig(fig, path: str | os.PathLike) -> Path:
     """fig as a PNG at `path`, written beside it and renamed into place."""
+    import io
+
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp)
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    _atomic_write(path, buf.getvalue())
     return path
 
 

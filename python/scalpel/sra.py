@@ -1,6 +1,6 @@
 """Directions, concept atoms and Surgical Refusal Ablation (docs/sra.md).
 
-    reg = scalpel.sra.Registry.default()                        # shields + confounds
+    reg = scalpel.sra.Registry.default_registry()                        # shields + confounds
     cands = scalpel.sra.candidate_directions(model, harmful, harmless, fmt=fmt)
     sel = scalpel.sra.select_direction(model, cands, harmful_val, harmless_val, fmt=fmt)
     reg.extract(model, [sel.hook], [sel.position], fmt=fmt)
@@ -8,7 +8,7 @@
     with scalpel.ablate_direction(model, res.clean): ...       # inference time
     scalpel.sra.export_ablated(source_dir, out_dir, res.clean)  # baked into the weights
 
-Everything here is the C++ core (scalpel/directions/sra.hpp) under the same
+Everything here is the C++ core (scalpel/steer/sra.hpp) under the same
 names; results C++ gives as JSON arrive as dicts. A `fmt` is a PromptFormat
 (chat_formatter(model)), any callable str -> str (with an optional `templated`
 attribute: its output carries the template's own BOS), or None for the model's

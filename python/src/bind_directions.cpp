@@ -1,9 +1,10 @@
-// Bindings: directions and direction edits (scalpel/directions/directions.hpp).
+// Bindings: directions and direction edits (scalpel/steer/directions.hpp).
 #include "bindings.hpp"
 
 #include <pybind11/stl.h>
 
-#include "scalpel/directions/directions.hpp"
+#include "scalpel/eval/metrics.hpp"
+#include "scalpel/steer/directions.hpp"
 
 namespace scalpel::python {
 

@@ -3,8 +3,8 @@
 #include <pybind11/functional.h>
 #include <pybind11/stl.h>
 
-#include "scalpel/directions/directions.hpp"
 #include "scalpel/hooks/edits.hpp"
+#include "scalpel/hooks/names.hpp"
 #include "scalpel/io/tokenizer.hpp"
 #include "scalpel/model/transformer.hpp"
 
@@ -40,6 +40,41 @@ BackwardHookFn wrap_backward_hook(py::object fn) {
 }  // namespace
 
 void bind_model(py::module_& m) {
+  // hooks/names.hpp: the one place hook names are built and parsed.
+  py::enum_<HookShape>(m, "HookShape", "The trailing layout of a component's activation")
+      .value("Model", HookShape::Model)
+      .value("Head", HookShape::Head)
+      .value("KVHead", HookShape::KVHead)
+      .value("HeadModel", HookShape::HeadModel)
+      .value("Pattern", HookShape::Pattern)
+      .value("MLP", HookShape::MLP)
+      .value("Scale", HookShape::Scale);
+  py::class_<HookComponent>(m, "HookComponent", "One row of the component table")
+      .def_property_readonly("name", [](const HookComponent& c) { return std::string(c.name); })
+      .def_property_readonly("suffix", [](const HookComponent& c) { return std::string(c.suffix); })
+      .def_readonly("in_block", &HookComponent::in_block)
+      .def_readonly("shape", &HookComponent::shape)
+      .def("__repr__", [](const HookComponent& c) { return std::string("HookComponent(") + c.name + ")"; });
+  m.def("hook_components", &hook_components, "Every hook component, in forward order");
+  m.def("hook_component", &hook_component, py::arg("component"), py::return_value_policy::reference,
+        "The table row of a component name (aliases pre/post/pre_linear resolved)");
+  py::class_<HookName>(m, "HookName", "A hook name as a value: component and layer (-1 outside the blocks)")
+      .def(py::init<const std::string&, int64_t>(), py::arg("component"), py::arg("layer") = -1)
+      .def_readonly("component", &HookName::component)
+      .def_readonly("layer", &HookName::layer)
+      .def("str", &HookName::str)
+      .def("__str__", &HookName::str)
+      .def("__repr__", [](const HookName& h) {
+        return "HookName('" + h.component + "', " + std::to_string(h.layer) + ")";
+      })
+      .def("__eq__", [](const HookName& a, const HookName& b) { return a == b; })
+      .def("__hash__", [](const HookName& h) { return py::hash(py::str(h.str())); })
+      .def_static("parse", &HookName::parse, py::arg("name"))
+      .def_static("try_parse", &HookName::try_parse, py::arg("name"));
+  m.def("hook_name", &hook_name, py::arg("component"), py::arg("layer") = -1,
+        "The TransformerLens hook name: hook_name('z', 3) == 'blocks.3.attn.hook_z' (get_act_name)");
+  m.def("hook_layer", &hook_layer, py::arg("name"), "The layer of a hook name (-1 outside the blocks)");
+
   auto forward = [](Transformer& t, const at::Tensor& tokens, const std::optional<at::Tensor>& mask,
                     bool last_position_only) { return t.forward(tokens, mask.value_or(at::Tensor()), last_position_only); };
   py::enum_<NormKind>(m, "NormKind").value("RMSNorm", NormKind::RMSNorm).value("LayerNorm", NormKind::LayerNorm);
@@ -99,6 +134,10 @@ void bind_model(py::module_& m) {
       },
       py::arg("source"), py::arg("positions") = std::vector<int64_t>{}, py::arg("heads") = std::vector<int64_t>{},
       "Hook replacing the activation at positions/heads by the same entries of `source` (another run's cache).");
+  m.def("patch_into", &patch_into, py::arg("dst"), py::arg("source"), py::arg("positions") = std::vector<int64_t>{},
+        py::arg("heads") = std::vector<int64_t>{}, py::arg("offset") = 0,
+        "The one patch, in place: copy source's entries at positions (dim 1) and heads (dim 2) into dst "
+        "([batch, pos, ...] holding positions offset.. of source's run)");
   m.def(
       "ablate_hook",
       [](std::vector<int64_t> positions, std::vector<int64_t> heads, std::optional<at::Tensor> mean) {

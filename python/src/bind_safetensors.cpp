@@ -2,6 +2,7 @@
 
 #include <pybind11/stl.h>
 
+#include "scalpel/io/files.hpp"
 #include "scalpel/io/hf_model.hpp"
 #include "scalpel/io/pickle.hpp"
 #include "scalpel/io/safetensors.hpp"
@@ -9,6 +10,25 @@
 namespace scalpel::python {
 
 void bind_safetensors(py::module_& m) {
+  m.def(
+      "write_file_atomic",
+      [](const py::object& path, const py::object& data) {
+        const std::string bytes = py::isinstance<py::bytes>(data) ? data.cast<std::string>()
+                                                                  : py::str(data).cast<std::string>();
+        write_file_atomic(py::str(path).cast<std::string>(), bytes);
+      },
+      py::arg("path"), py::arg("data"),
+      "Write bytes (or text, as UTF-8) to path atomically: a temporary file beside it, fsynced and renamed over it");
+  m.def(
+      "write_directory_atomic",
+      [](const py::object& out, const py::object& fill, bool overwrite, const py::object& protect) {
+        auto f = wrap_callable<void, const std::string&>(fill);
+        write_directory_atomic(py::str(out).cast<std::string>(), overwrite,
+                               protect.is_none() ? std::string() : py::str(protect).cast<std::string>(), f);
+      },
+      py::arg("out"), py::arg("fill"), py::arg("overwrite") = false, py::arg("protect") = py::none(),
+      "Write a directory atomically: fill(tmp) writes into a hidden directory beside `out`, which is then renamed "
+      "over it; refuses a non-empty `out` unless overwrite, and an `out` that is or contains `protect`");
   py::class_<TensorInfo>(m, "TensorInfo", "One tensor entry of a safetensors header.")
       .def_readonly("name", &TensorInfo::name)
       .def_property_readonly("dtype", [](const TensorInfo& t) { return dtype_name(t.dtype); })

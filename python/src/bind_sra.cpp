@@ -1,4 +1,4 @@
-// Bindings: Surgical Refusal Ablation end to end (scalpel/directions/sra.hpp).
+// Bindings: Surgical Refusal Ablation end to end (scalpel/steer/sra.hpp).
 // Results that C++ gives as JSON arrive in Python as dicts; a `fmt` may be a
 // PromptFormat, any callable str -> str (with an optional `templated`
 // attribute), or None (the model's chat template).
@@ -6,7 +6,9 @@
 
 #include <pybind11/stl.h>
 
-#include "scalpel/directions/sra.hpp"
+#include "scalpel/eval/datasets.hpp"
+#include "scalpel/eval/refusal.hpp"
+#include "scalpel/steer/sra.hpp"
 #include "scalpel/io/tokenizer.hpp"
 
 namespace scalpel::python {
@@ -126,7 +128,7 @@ void bind_sra(py::module_& m) {
            }),
            py::arg("atoms") = std::vector<Atom>{}, py::arg("directions") = py::none())
       .def_static("load", [](const py::object& path) { return Registry::load(py::str(path)); }, py::arg("path"))
-      .def_static("default", &Registry::default_registry,
+      .def_static("default_registry", &Registry::default_registry,
                   "The shipped registry: shields math, coding, logic, factual, story; confounds imperative, formal, "
                   "long, polite, list_format")
       .def_static("from_json", &Registry::from_json, py::arg("json"), py::arg("base_dir") = "",
@@ -183,15 +185,35 @@ void bind_sra(py::module_& m) {
         py::arg("hooks") = py::none(), py::arg("positions") = py::none(), py::arg("method") = "mean",
         py::arg("batch_size") = 32,
         "Directions between two request sets at every layer's resid_pre/resid_mid and post-instruction position");
+  py::class_<CandidateScore>(m, "CandidateScore", "One candidate's scores in select_direction (None: unset)")
+      .def_readonly("hook", &CandidateScore::hook)
+      .def_readonly("layer", &CandidateScore::layer)
+      .def_readonly("position", &CandidateScore::position)
+      .def_readonly("norm", &CandidateScore::norm)
+      .def_readonly("bypass", &CandidateScore::bypass)
+      .def_readonly("kl", &CandidateScore::kl)
+      .def_readonly("induce", &CandidateScore::induce)
+      .def_readonly("eligible", &CandidateScore::eligible)
+      .def_readonly("reason", &CandidateScore::reason)
+      .def_readonly("baseline", &CandidateScore::baseline)
+      .def("to_json", &CandidateScore::to_json)
+      .def("to_dict", [](const CandidateScore& s) { return from_json(s.to_json()); });
+  py::class_<MiningRound>(m, "MiningRound", "One round of hard-negative mining")
+      .def_readonly("round", &MiningRound::round)
+      .def_readonly("refusal_rate", &MiningRound::refusal_rate)
+      .def_readonly("mean_kl", &MiningRound::mean_kl)
+      .def_readonly("max_kl", &MiningRound::max_kl)
+      .def_readonly("harmful_set", &MiningRound::harmful_set)
+      .def_readonly("harmless_set", &MiningRound::harmless_set)
+      .def_readonly("added_harmful", &MiningRound::added_harmful)
+      .def_readonly("added_harmless", &MiningRound::added_harmless)
+      .def("to_json", &MiningRound::to_json)
+      .def("to_dict", [](const MiningRound& r) { return from_json(r.to_json()); });
   py::class_<Selection>(m, "Selection", "The selected direction and every candidate's scores")
       .def_readonly("hook", &Selection::hook)
       .def_readonly("position", &Selection::position)
       .def_readonly("direction", &Selection::direction)
-      .def_property_readonly("rows", [](const Selection& s) -> py::object {
-                               py::object d = from_json(s.to_json());
-                               return d["candidates"];
-                             },
-                             "Every candidate's scores (dicts)")
+      .def_readonly("rows", &Selection::rows, "Every candidate's scores (CandidateScore)")
       .def("to_dict", [](const Selection& s) { return from_json(s.to_json()); });
   m.def("select_direction", [](Transformer& model, const Candidates& cands, const std::vector<std::string>& harmful_val,
                                const std::vector<std::string>& harmless_val, const py::object& fmt,
@@ -213,7 +235,7 @@ void bind_sra(py::module_& m) {
       .def_readonly("atoms", &SRAResult::atoms)
       .def_readonly("hook", &SRAResult::hook)
       .def_readonly("position", &SRAResult::position)
-      .def_property_readonly("ridge", [](const SRAResult& r) { return from_json(r.ridge.to_json()); })
+      .def_readonly("ridge", &SRAResult::ridge)
       .def_property_readonly("audit", [](const SRAResult& r) { return from_json(r.audit_json()); })
       .def("to_dict", [](const SRAResult& r) { return from_json(r.to_json()); });
   m.def("surgical_direction", &surgical_direction, py::arg("dirty"), py::arg("registry"), py::arg("hook"),
@@ -283,14 +305,12 @@ void bind_sra(py::module_& m) {
             py::gil_scoped_release release;
             res = mine_hard_negatives(model, fn, harmful, harmless, harmful_pool, harmless_pool, f, o);
           }
-          py::list rows;
-          for (const auto& r : res.second) rows.append(from_json(r.to_json()));
-          return py::make_tuple(res.first, rows);
+          return res;
         }, py::arg("model"), py::arg("make_direction"), py::arg("harmful"), py::arg("harmless"),
         py::arg("harmful_pool"), py::arg("harmless_pool"), py::arg("fmt") = py::none(), py::arg("rounds") = 3,
         py::arg("target_refusal") = 0.02, py::arg("top_kl") = 4, py::arg("gamma") = 1.0,
         py::arg("max_new_tokens") = 16, py::arg("judge") = py::none(), py::arg("log") = py::none(),
-        "Hard-negative mining: (last direction, one dict per round)");
+        "Hard-negative mining: (last direction, one MiningRound per round)");
   m.def("export_ablated", [](const py::object& source, const py::object& out, const at::Tensor& direction, double gamma,
                              bool overwrite, int64_t from_layer) {
           const std::string s = py::str(source), o = py::str(out);

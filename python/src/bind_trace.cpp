@@ -1,9 +1,9 @@
-// Bindings: causal-tracing metrics (scalpel/trace/metrics.hpp).
+// Bindings: causal-tracing metrics (scalpel/eval/metrics.hpp).
 #include "bindings.hpp"
 
 #include "scalpel/model/transformer.hpp"
 #include "scalpel/trace/circuit.hpp"
-#include "scalpel/trace/metrics.hpp"
+#include "scalpel/eval/metrics.hpp"
 #include "scalpel/trace/pairs.hpp"
 #include "scalpel/trace/patching.hpp"
 #include "scalpel/io/tokenizer.hpp"

@@ -4,6 +4,9 @@
 #include <algorithm>
 #include <cctype>
 
+#include "model/prompts_detail.hpp"
+#include "scalpel/io/tokenizer.hpp"
+
 namespace scalpel {
 namespace {
 
@@ -48,6 +51,27 @@ double refusal_rate(const std::vector<std::string>& completions, const std::vect
   const auto n = std::count_if(completions.begin(), completions.end(),
                                [&](const std::string& c) { return is_refusal(c, substrings); });
   return static_cast<double>(n) / static_cast<double>(completions.size());
+}
+
+std::vector<int64_t> refusal_tokens(const Tokenizer& tok, const PromptFormat& fmt,
+                                    const std::vector<std::string>& phrases) {
+  const std::string hello = fmt("Hello.");
+  const auto prompt = encode_formatted(tok, hello, fmt);
+  std::vector<int64_t> out;
+  for (const auto& p : phrases) {
+    const auto b = encode_formatted(tok, hello + p, fmt);
+    size_t c = 0;
+    while (c < prompt.size() && c < b.size() && prompt[c] == b[c]) ++c;
+    if (c < b.size()) out.push_back(b[c]);  // where the phrase begins (it may merge with the template's end)
+  }
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
+
+std::vector<int64_t> refusal_tokens(const Transformer& model, const PromptFormat& fmt,
+                                    const std::vector<std::string>& phrases) {
+  return refusal_tokens(detail::tokenizer_of(model, "refusal_tokens"), fmt, phrases);
 }
 
 }  // namespace scalpel

@@ -3,6 +3,8 @@
 
 #include <ATen/ATen.h>
 
+#include <cmath>
+
 #include "scalpel/errors.hpp"
 #include "util/messages.hpp"
 
@@ -45,6 +47,54 @@ at::Tensor region(const at::Tensor& x, const std::vector<int64_t>& positions, co
 
 }  // namespace
 
+void patch_into(const at::Tensor& dst, const at::Tensor& source, const std::vector<int64_t>& positions,
+                const std::vector<int64_t>& heads, int64_t offset) {
+  if (dst.dim() < 2 || source.dim() != dst.dim())
+    throw ShapeError(detail::expected_got("patch_into source", "[batch, pos, ...] like dst " + c10::str(dst.sizes()),
+                                          "shape " + c10::str(source.sizes())));
+  const int64_t run = offset + dst.size(1);  // positions of the run source comes from
+  const bool one_pos = source.size(1) == 1 && run != 1;
+  if (!one_pos && source.size(1) != run)
+    throw ShapeError(detail::expected_got("patch_into source positions", std::to_string(run) + " (or 1)",
+                                          std::to_string(source.size(1))));
+  auto at_pos = [&](int64_t p) {  // source at absolute position p: [batch, ...]
+    return source.select(1, one_pos ? 0 : p);
+  };
+  auto check = [](int64_t i, int64_t n, const char* what) {
+    const int64_t j = i < 0 ? i + n : i;
+    if (j < 0 || j >= n)
+      throw InvalidArgument(detail::expected_got(std::string("patch_into ") + what,
+                                                 "an index in [-" + std::to_string(n) + ", " + std::to_string(n) + ")",
+                                                 std::to_string(i)));
+    return j;
+  };
+  if (!heads.empty() && dst.dim() < 3)
+    throw InvalidArgument(detail::expected_got("patch_into heads", "an activation with a unit dimension [batch, pos, unit, ...]",
+                                               "shape " + c10::str(dst.sizes())));
+  auto copy_units = [&](const at::Tensor& d, const at::Tensor& s, int64_t unit_dim) {  // d, s share layout
+    if (heads.empty()) {
+      d.copy_(s);
+      return;
+    }
+    for (int64_t h : heads) {
+      const int64_t j = check(h, d.size(unit_dim), "head");
+      d.select(unit_dim, j).copy_(s.select(unit_dim, j));
+    }
+  };
+  if (positions.empty()) {
+    copy_units(dst, one_pos ? source : source.narrow(1, offset, dst.size(1)), 2);
+    return;
+  }
+  for (int64_t p : positions) {
+    const int64_t j = check(p, run, "position");
+    if (j < offset)
+      throw InvalidArgument(detail::expected_got("patch_into position", "a position from " + std::to_string(offset) +
+                                                                            " on (dst holds positions offset..)",
+                                                 std::to_string(p)));
+    copy_units(dst.select(1, j - offset), at_pos(j), 1);
+  }
+}
+
 HookFn patch_hook(at::Tensor source, std::vector<int64_t> positions, std::vector<int64_t> heads) {
   if (!source.defined()) throw InvalidArgument(detail::expected_got("patch source", "a tensor", "undefined"));
   return [source, positions, heads](const at::Tensor& x, const HookPoint& p) {
@@ -55,7 +105,10 @@ HookFn patch_hook(at::Tensor source, std::vector<int64_t> positions, std::vector
                                                                              " (or batch 1)",
                                             "shape " + c10::str(source.sizes()),
                                             "cache the source run with the same number of tokens"));
-    return at::where(region(x, positions, heads, p.name()), source.to(x.scalar_type()), x);
+    region(x, positions, heads, p.name());  // validates the selection with the hook's name
+    auto y = x.clone();
+    patch_into(y, source.to(x.scalar_type()), positions, heads);
+    return y;
   };
 }
 
@@ -74,6 +127,19 @@ HookFn add_vector_hook(at::Tensor vector, double alpha, std::vector<int64_t> pos
                                             "shape " + c10::str(vector.sizes())));
     auto add = vector.to(x.scalar_type()) * alpha;
     return at::where(region(x, positions, {}, p.name()), x + add, x);
+  };
+}
+
+HookFn project_out_hook(const at::Tensor& v, double gamma) {
+  if (!v.defined() || v.dim() != 1) throw ShapeError(detail::expected_got("project_out_hook v", "a vector [d]", v.defined() ? c10::str(v.sizes()) : "an undefined tensor"));
+  const auto vd = v.to(at::kDouble);
+  const double n = vd.norm().item<double>();
+  if (!(n > 0) || !std::isfinite(n))
+    throw InvalidArgument(detail::expected_got("project_out_hook v", "a finite nonzero vector", "norm " + std::to_string(n)));
+  auto u = (vd / n).to(at::kFloat);
+  return [u, gamma](const at::Tensor& x, const HookPoint&) {
+    auto uu = u.to(x.device(), x.scalar_type());
+    return x - gamma * at::matmul(x, uu).unsqueeze(-1) * uu;
   };
 }
 

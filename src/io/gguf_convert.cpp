@@ -242,13 +242,13 @@ std::vector<std::pair<std::string, at::Tensor>> gguf_hf_state_dict(const GGUFFil
 
 void write_gguf_tokenizer_files(const GGUFFile& f, const std::string& dir) {
   const fs::path tmp(dir);
-  detail::write_file_atomic((tmp / "tokenizer.json").string(), gguf_tokenizer_json(f));
+  write_file_atomic((tmp / "tokenizer.json").string(), gguf_tokenizer_json(f));
   const auto tok_config = json::parse(gguf_tokenizer_config_json(f));
-  detail::write_file_atomic((tmp / "tokenizer_config.json").string(), tok_config.dump(2) + "\n");
+  write_file_atomic((tmp / "tokenizer_config.json").string(), tok_config.dump(2) + "\n");
   json special;
   for (const char* key : {"bos_token", "eos_token", "unk_token", "pad_token"})
     if (tok_config.contains(key) && tok_config[key].is_string()) special[key] = tok_config[key];
-  detail::write_file_atomic((tmp / "special_tokens_map.json").string(), special.dump(2) + "\n");
+  write_file_atomic((tmp / "special_tokens_map.json").string(), special.dump(2) + "\n");
 }
 
 void convert_gguf(const std::string& gguf_path, const std::string& out_dir, const std::string& dtype, bool overwrite) {
@@ -259,18 +259,18 @@ void convert_gguf(const std::string& gguf_path, const std::string& out_dir, cons
   GGUFFile f(gguf_path);
   auto config = json::parse(gguf_hf_config_json(f));
   config["torch_dtype"] = type == at::kBFloat16 ? "bfloat16" : "float32";
-  detail::write_directory_atomic(out_dir, overwrite, fs::absolute(gguf_path).parent_path().string(), [&](const std::string& dir) {
+  write_directory_atomic(out_dir, overwrite, fs::absolute(gguf_path).parent_path().string(), [&](const std::string& dir) {
     // Gemma checkpoints tie the unembedding: keep one copy, as transformers saves it.
     auto tensors = gguf_hf_state_dict(f, type);
     if (config.value("tie_word_embeddings", false))
       tensors.erase(std::remove_if(tensors.begin(), tensors.end(), [](const auto& p) { return p.first == "lm_head.weight"; }),
                     tensors.end());
     const fs::path tmp(dir);
-    detail::write_file_atomic((tmp / "config.json").string(), config.dump(2) + "\n");
+    write_file_atomic((tmp / "config.json").string(), config.dump(2) + "\n");
     json gen = {{"_from_model_config", true}};
     for (const char* key : {"bos_token_id", "eos_token_id", "pad_token_id"})
       if (config.contains(key)) gen[key] = config[key];
-    detail::write_file_atomic((tmp / "generation_config.json").string(), gen.dump(2) + "\n");
+    write_file_atomic((tmp / "generation_config.json").string(), gen.dump(2) + "\n");
     save_safetensors((tmp / "model.safetensors").string(), tensors, {{"format", "pt"}});
     tensors.clear();
     write_gguf_tokenizer_files(f, dir);

@@ -96,10 +96,10 @@ void Transformer::save_pretrained(const std::string& directory, const std::strin
   config["torch_dtype"] = type == at::kBFloat16 ? "bfloat16" : "float32";
   const bool tied = impl_->w.unembed.is_same(impl_->w.embed);
   config["tie_word_embeddings"] = tied;
-  detail::write_directory_atomic(directory, overwrite, impl_->source_dir, [&](const std::string& dir) {
+  write_directory_atomic(directory, overwrite, impl_->source_dir, [&](const std::string& dir) {
     namespace fs = std::filesystem;
     const fs::path out(dir);
-    detail::write_file_atomic((out / "config.json").string(), config.dump(2) + "\n");
+    write_file_atomic((out / "config.json").string(), config.dump(2) + "\n");
     std::vector<std::pair<std::string, at::Tensor>> tensors;
     for (const auto& [name, t] : params) tensors.emplace_back(name, t.detach().to(type));
     save_safetensors((out / "model.safetensors").string(), tensors, {{"format", "pt"}});

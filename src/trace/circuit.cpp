@@ -12,9 +12,10 @@
 #include <set>
 
 #include "scalpel/errors.hpp"
+#include "scalpel/hooks/edits.hpp"
 #include "scalpel/log.hpp"
 #include "scalpel/model/transformer.hpp"
-#include "scalpel/trace/metrics.hpp"
+#include "scalpel/eval/metrics.hpp"
 #include "trace/patch_rows.hpp"
 #include "util/messages.hpp"
 
@@ -112,8 +113,12 @@ at::Tensor replace_sets(Transformer& model, const std::vector<at::Tensor>& promp
       std::vector<std::pair<std::string, HookFn>> hooks;
       for (const auto& [l, per_row] : b.units)
         hooks.emplace_back(component_hook_name(component, l), [src = repl.at(l), per_row = per_row](const at::Tensor& x, const HookPoint&) {
-          for (size_t r = 0; r < per_row.size(); ++r)
-            for (auto u : per_row[r]) detail::patch_row(x.select(0, static_cast<int64_t>(r)), src, {u, -1});
+          for (size_t r = 0; r < per_row.size(); ++r) {
+            if (per_row[r].empty()) continue;
+            const bool whole = per_row[r].front() < 0;  // unit -1: a whole-layer component
+            patch_into(x.narrow(0, static_cast<int64_t>(r), 1), src.unsqueeze(0), {},
+                       whole ? std::vector<int64_t>{} : per_row[r]);
+          }
           return x;
         });
       auto handle = model.add_hooks(hooks);
@@ -356,16 +361,20 @@ CircuitValidation validate_circuit(Transformer& model, const std::vector<Circuit
   if (texts.empty()) return v;
   // Unrelated text: KL to the unedited run and perplexity, per predicted token.
   std::vector<at::Tensor> base_logp;
-  double base_nll = 0.0;
+  std::vector<std::vector<int64_t>> text_ids;
   {
     at::NoGradGuard no_grad;
     for (const auto& t : texts) {
       auto logits = model.forward(t).to(at::kFloat);
       base_logp.push_back(at::log_softmax(logits.narrow(1, 0, t.size(1) - 1), -1));
-      base_nll -= token_logprobs(logits, t).sum().item<double>();
       v.text_tokens += t.size(1) - 1;
+      const auto flat = t.reshape({-1}).to(at::kLong).contiguous();
+      text_ids.emplace_back(flat.data_ptr<int64_t>(), flat.data_ptr<int64_t>() + flat.numel());
     }
   }
+  // The unedited model's perplexity is eval's (the edited sets' below come from the same
+  // token log-probabilities, summed per batched variant).
+  v.perplexity = perplexity(model, text_ids);
   auto nll = torch::zeros({static_cast<int64_t>(texts.size()), static_cast<int64_t>(edits.size())});
   RowMetric kl_metric = [&](const at::Tensor& logits, size_t i, int64_t first, int64_t rows) {
     const auto& t = texts[i];
@@ -378,7 +387,6 @@ CircuitValidation validate_circuit(Transformer& model, const std::vector<Circuit
                          "validating circuit (unrelated text)")
                 .sum(0) / static_cast<double>(v.text_tokens);
   auto ppl = (nll.sum(0) / static_cast<double>(v.text_tokens)).exp();
-  v.perplexity = std::exp(base_nll / static_cast<double>(v.text_tokens));
   v.kl = kl[0].item<double>();
   v.edited_perplexity = ppl[0].item<double>();
   if (o.random_sets > 0) {

@@ -1,10 +1,9 @@
 // Pair datasets for causal tracing (see scalpel/trace/pairs.hpp).
 #include "scalpel/trace/pairs.hpp"
 
-#include <fstream>
-
 #include <nlohmann/json.hpp>
 
+#include "io/json_rows.hpp"
 #include "scalpel/errors.hpp"
 #include "scalpel/io/tokenizer.hpp"
 #include "util/messages.hpp"
@@ -12,28 +11,15 @@
 namespace scalpel {
 namespace {
 
-using json = nlohmann::json;
+using json = nlohmann::ordered_json;
 
-// Calls fn(object, "file:line") for each non-blank, non-comment line.
+// Calls fn(object, "file:line") for each row of a JSONL file (blank and "//" lines skipped).
 template <typename Fn>
 void for_each_object(const std::string& path, Fn fn) {
-  std::ifstream in(path);
-  if (!in) throw FileNotFound(detail::expected_got("pair dataset " + path, "a readable JSONL file", "missing or unreadable"));
-  std::string line;
-  size_t n = 0, objects = 0;
-  while (std::getline(in, line)) {
-    ++n;
-    const auto first = line.find_first_not_of(" \t\r");
-    if (first == std::string::npos || line.compare(first, 2, "//") == 0) continue;
-    const std::string where = path + ":" + std::to_string(n);
-    json j;
-    try {
-      j = json::parse(line);
-    } catch (const json::exception& e) {
-      throw FormatError(detail::expected_got(where, "one JSON object per line", std::string("invalid JSON (") + e.what() + ")"));
-    }
-    if (!j.is_object()) throw FormatError(detail::expected_got(where, "a JSON object", j.type_name()));
-    fn(j, where);
+  size_t objects = 0;
+  for (const auto& row : detail::read_json_rows(path, "pair dataset " + path)) {
+    if (!row.value.is_object()) throw FormatError(detail::expected_got(row.where, "a JSON object", row.value.type_name()));
+    fn(row.value, row.where);
     ++objects;
   }
   if (objects == 0) throw FormatError(detail::expected_got("pair dataset " + path, "at least one JSON object line", "none"));

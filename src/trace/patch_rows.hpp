@@ -1,6 +1,6 @@
-// Private to src/trace: the pieces every patching routine shares — writing a
-// replacement activation into one batch row, checking a metric's result, and
-// the cached source/target runs a sweep starts from.
+// Private to src/trace: the pieces every patching routine shares — a patched
+// variant, checking a metric's result, and the names of the cached runs a
+// sweep starts from (the patch itself is hooks/edits.hpp's patch_into).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "scalpel/errors.hpp"
+#include "scalpel/hooks/names.hpp"
 #include "scalpel/model/config.hpp"
 #include "scalpel/trace/patching.hpp"
 #include "util/messages.hpp"
@@ -22,24 +23,6 @@ struct Variant {
   int64_t unit = -1;
   int64_t pos = -1;
 };
-
-/// Writes `src` (one run's activation without its batch dimension: [pos, ...],
-/// or [1, ...] to broadcast over positions) into `row` ([pos', ...]) at the
-/// variant's unit and position. `offset`: `row` holds positions offset.. only.
-inline void patch_row(const at::Tensor& row, const at::Tensor& src, Variant v, int64_t offset = 0) {
-  at::Tensor dst = row, s = src;
-  int64_t unit_dim = 1;
-  if (v.pos >= 0) {
-    dst = dst.select(0, v.pos - offset);
-    s = s.select(0, s.size(0) == 1 ? 0 : v.pos);
-    unit_dim = 0;
-  }
-  if (v.unit >= 0) {
-    dst = dst.select(unit_dim, v.unit);
-    s = s.select(unit_dim, v.unit);
-  }
-  dst.copy_(s);
-}
 
 /// The metric on `rows` batch rows, checked to give one score per row, as float32 [rows].
 inline at::Tensor score_rows(const Metric& metric, const at::Tensor& logits, int64_t rows) {
@@ -58,7 +41,7 @@ int64_t component_units(const ModelConfig& cfg, const std::string& component);
 /// blocks.{l}.hook_resid_pre for every layer.
 inline std::vector<std::string> resid_pre_names(int64_t n_layers) {
   std::vector<std::string> names;
-  for (int64_t l = 0; l < n_layers; ++l) names.push_back("blocks." + std::to_string(l) + ".hook_resid_pre");
+  for (int64_t l = 0; l < n_layers; ++l) names.push_back(hook_name("resid_pre", l));
   return names;
 }
 

@@ -11,6 +11,8 @@
 #include <map>
 
 #include "scalpel/errors.hpp"
+#include "scalpel/hooks/edits.hpp"
+#include "scalpel/hooks/names.hpp"
 #include "scalpel/log.hpp"
 #include "scalpel/model/config.hpp"
 #include "scalpel/model/transformer.hpp"
@@ -21,19 +23,25 @@ namespace scalpel {
 namespace {
 
 struct ComponentInfo {
-  const char* hook;   // suffix after "blocks.{l}."
+  const char* hook;   // the component's name in hooks/names.hpp
   char unit;          // 0: none, 'h': query heads, 'k': key/value heads, 'n': MLP neurons
 };
 
+// The patchable components (a subset of hook_components(); the unit follows its shape).
 const std::map<std::string, ComponentInfo>& components() {
-  static const std::map<std::string, ComponentInfo> table = {
-      {"resid_pre", {"hook_resid_pre", 0}}, {"resid_mid", {"hook_resid_mid", 0}},
-      {"resid_post", {"hook_resid_post", 0}}, {"attn_out", {"hook_attn_out", 0}},
-      {"mlp_out", {"hook_mlp_out", 0}},      {"z", {"attn.hook_z", 'h'}},
-      {"result", {"attn.hook_result", 'h'}}, {"q", {"attn.hook_q", 'h'}},
-      {"k", {"attn.hook_k", 'k'}},           {"v", {"attn.hook_v", 'k'}},
-      {"mlp_post", {"mlp.hook_post", 'n'}},
-  };
+  static const std::map<std::string, ComponentInfo> table = [] {
+    std::map<std::string, ComponentInfo> t;
+    for (const char* c : {"resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "z", "result", "q", "k", "v",
+                          "mlp_post"}) {
+      const HookShape s = hook_component(c).shape;
+      const char unit = s == HookShape::Head || s == HookShape::HeadModel ? 'h'
+                        : s == HookShape::KVHead                          ? 'k'
+                        : s == HookShape::MLP                             ? 'n'
+                                                                          : 0;
+      t.emplace(c, ComponentInfo{c, unit});
+    }
+    return t;
+  }();
   return table;
 }
 
@@ -129,7 +137,11 @@ Plan make_plan(Transformer& model, const at::Tensor& source, const at::Tensor& t
 // Copies, for each row r of x, the source activation at variant v[r] into x[r].
 // `offset`: x holds positions offset.. only (a suffix run).
 void patch_rows(const at::Tensor& x, const at::Tensor& src, const Variant* v, int64_t rows, int64_t offset = 0) {
-  for (int64_t r = 0; r < rows; ++r) detail::patch_row(x.select(0, r), src.select(0, 0), v[r], offset);
+  for (int64_t r = 0; r < rows; ++r) {
+    const Variant& var = v[r];
+    patch_into(x.narrow(0, r, 1), src.narrow(0, 0, 1), var.pos >= 0 ? std::vector<int64_t>{var.pos} : std::vector<int64_t>{},
+               var.unit >= 0 ? std::vector<int64_t>{var.unit} : std::vector<int64_t>{}, offset);
+  }
 }
 
 // What every sweep starts from: the plan, the swept hook names, and the
@@ -216,7 +228,7 @@ int64_t detail::component_units(const ModelConfig& cfg, const std::string& compo
 }
 
 std::string component_hook_name(const std::string& component, int64_t layer) {
-  return "blocks." + std::to_string(layer) + "." + component_info(component).hook;
+  return hook_name(component_info(component).hook, layer);
 }
 
 namespace {
@@ -229,11 +241,10 @@ SweepResult suffix_sweep(Transformer& model, const at::Tensor& source, const at:
                          const SweepOptions& o) {
   at::NoGradGuard no_grad;
   const auto& cfg = model.config();
-  const std::string k_hook = cfg.positions == PositionKind::Rotary ? "attn.hook_rot_k" : "attn.hook_k";
+  const char* k_hook = cfg.positions == PositionKind::Rotary ? "rot_k" : "k";
   std::vector<std::string> target_names;
   for (int64_t l = 0; l < cfg.n_layers; ++l) {
-    const std::string b = "blocks." + std::to_string(l) + ".";
-    for (const auto& h : {std::string("hook_resid_pre"), k_hook, std::string("attn.hook_v")}) target_names.push_back(b + h);
+    for (const char* c : {"resid_pre", k_hook, "v"}) target_names.push_back(hook_name(c, l));
   }
   Start st = start_sweep(model, source, target, metric, o, &target_names);
   const Plan& p = st.plan;
@@ -242,9 +253,8 @@ SweepResult suffix_sweep(Transformer& model, const at::Tensor& source, const at:
   // keys / values heads-first: [1, kv_heads, pos, d_head]
   std::vector<at::Tensor> keys, values;
   for (int64_t l = 0; l < cfg.n_layers; ++l) {
-    const std::string b = "blocks." + std::to_string(l) + ".";
-    keys.push_back(target_cache.at(b + k_hook).transpose(1, 2));
-    values.push_back(target_cache.at(b + "attn.hook_v").transpose(1, 2));
+    keys.push_back(target_cache.at(hook_name(k_hook, l)).transpose(1, 2));
+    values.push_back(target_cache.at(hook_name("v", l)).transpose(1, 2));
   }
   Progress progress("patching " + p.component, static_cast<int64_t>(p.variants.size() * p.layers.size()));
   std::vector<at::Tensor> per_layer;
@@ -260,7 +270,7 @@ SweepResult suffix_sweep(Transformer& model, const at::Tensor& source, const at:
         past_k.push_back(keys[static_cast<size_t>(j)].narrow(2, 0, pos));
         past_v.push_back(values[static_cast<size_t>(j)].narrow(2, 0, pos));
       }
-      const at::Tensor resid = target_cache.at("blocks." + std::to_string(l) + ".hook_resid_pre").narrow(1, pos, p.positions - pos);
+      const at::Tensor resid = target_cache.at(hook_name("resid_pre", l)).narrow(1, pos, p.positions - pos);
       for (int64_t u0 = 0; u0 < p.units; u0 += o.batch_size) {
         const int64_t rows = std::min(o.batch_size, p.units - u0);
         std::vector<Variant> v;
@@ -294,7 +304,7 @@ SweepResult patch_sweep(Transformer& model, const at::Tensor& source, const at::
                                                              int64_t rows, const std::map<std::string, at::Tensor>& target_cache,
                                                              const Metric& m) {
                  // Start at layer l from the target's residual stream, one row per variant.
-                 auto x = target_cache.at("blocks." + std::to_string(l) + ".hook_resid_pre").expand({rows, -1, -1}).contiguous();
+                 auto x = target_cache.at(hook_name("resid_pre", l)).expand({rows, -1, -1}).contiguous();
                  auto handle = model.add_hook(hook, patch);
                  return score_rows(m, model.forward_from(l, x, {}, last), rows);
                });
@@ -304,7 +314,7 @@ SweepResult patch_sweep_naive(Transformer& model, const at::Tensor& source, cons
                               const Metric& metric, const SweepOptions& options) {
   SweepOptions one = options;
   one.batch_size = 1;
-  return sweep(model, source, target, metric, one, {"hook_embed"},
+  return sweep(model, source, target, metric, one, {hook_name("embed")},
                [&model, &target](int64_t, const std::string& hook, const HookFn& patch, int64_t rows,
                                  const std::map<std::string, at::Tensor>&, const Metric& m) {
                  auto handle = model.add_hook(hook, patch);
@@ -370,9 +380,8 @@ SweepResult attribution_patch(Transformer& model, const at::Tensor& source, cons
   // QK fix: the target's queries, keys, scores and pattern (with its gradient), and the source's patched queries/keys.
   const bool rotary = cfg.positions == PositionKind::Rotary;
   auto qk_names = [&](int64_t l) {
-    const std::string b = "blocks." + std::to_string(l) + ".attn.";
-    return std::array<std::string, 4>{b + (rotary ? "hook_rot_q" : "hook_q"), b + (rotary ? "hook_rot_k" : "hook_k"),
-                                      b + "hook_attn_scores", b + "hook_pattern"};
+    return std::array<std::string, 4>{hook_name(rotary ? "rot_q" : "q", l), hook_name(rotary ? "rot_k" : "k", l),
+                                      hook_name("attn_scores", l), hook_name("pattern", l)};
   };
   std::vector<std::string> kept = names, kept_grad = names;
   std::map<std::string, at::Tensor> source_qk;
@@ -405,6 +414,10 @@ SweepResult attribution_patch(Transformer& model, const at::Tensor& source, cons
     auto h2 = model.add_backward_hooks(keep_grad);
     auto score = score_rows(metric, model.forward(target, {}, options.last_position_only), 1);
     target_score = score.item<double>();
+    if (!score.requires_grad())
+      throw InvalidArgument(detail::expected_got("attribution_patch metric", "a differentiable function of the logits",
+                                                 "a result without a gradient (argmax, .item(), a detached tensor?)",
+                                                 "use a smooth metric such as a logit difference, or exact patch_sweep"));
     score.sum().backward();
   }
   std::vector<at::Tensor> per_layer;

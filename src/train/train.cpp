@@ -23,47 +23,6 @@ namespace fs = std::filesystem;
 
 namespace scalpel {
 
-LMBatch make_lm_batch(const std::vector<LMExample>& examples, int64_t pad_id) {
-  if (examples.empty()) throw InvalidArgument(detail::expected_got("training batch", "at least one example", "none"));
-  size_t len = 0;
-  for (size_t i = 0; i < examples.size(); ++i) {
-    const auto& e = examples[i];
-    if (e.tokens.empty())
-      throw InvalidArgument(detail::expected_got("training example " + std::to_string(i), "at least one token", "none"));
-    if (!e.loss_mask.empty() && e.loss_mask.size() != e.tokens.size())
-      throw InvalidArgument(detail::expected_got("training example " + std::to_string(i) + " loss_mask",
-                                                 "one entry per token (" + std::to_string(e.tokens.size()) + ")",
-                                                 std::to_string(e.loss_mask.size())));
-    len = std::max(len, e.tokens.size());
-  }
-  const auto b = static_cast<int64_t>(examples.size()), L = static_cast<int64_t>(len);
-  LMBatch batch{at::full({b, L}, pad_id, at::kLong), at::zeros({b, L}, at::kLong), at::zeros({b, L}, at::kLong)};
-  auto tok = batch.tokens.accessor<int64_t, 2>();
-  auto att = batch.attention_mask.accessor<int64_t, 2>();
-  auto los = batch.loss_mask.accessor<int64_t, 2>();
-  for (int64_t r = 0; r < b; ++r) {
-    const auto& e = examples[static_cast<size_t>(r)];
-    const int64_t n = static_cast<int64_t>(e.tokens.size()), off = L - n;
-    for (int64_t t = 0; t < n; ++t) {
-      tok[r][off + t] = e.tokens[static_cast<size_t>(t)];
-      att[r][off + t] = 1;
-      los[r][off + t] = e.loss_mask.empty() ? (t > 0) : (e.loss_mask[static_cast<size_t>(t)] != 0 && t > 0);
-    }
-  }
-  return batch;
-}
-
-at::Tensor lm_loss(Transformer& model, const LMBatch& batch) {
-  const bool padded = !batch.attention_mask.all().item<bool>();
-  auto logits = model.forward(batch.tokens, padded ? batch.attention_mask : at::Tensor());
-  const int64_t L = batch.tokens.size(1);
-  if (L < 2) throw InvalidArgument(detail::expected_got("lm_loss batch", "sequences of at least 2 tokens", "1"));
-  auto logp = at::log_softmax(logits.narrow(1, 0, L - 1).to(at::kFloat), -1);
-  auto nll = -logp.gather(-1, batch.tokens.narrow(1, 1, L - 1).unsqueeze(-1)).squeeze(-1);
-  auto m = batch.loss_mask.narrow(1, 1, L - 1).to(at::kFloat);
-  return (nll * m).sum() / m.sum().clamp_min(1.0);
-}
-
 double learning_rate(const TrainOptions& o, int64_t step) {
   if (o.warmup_steps > 0 && step < o.warmup_steps) return o.lr * static_cast<double>(step + 1) / static_cast<double>(o.warmup_steps);
   const double span = static_cast<double>(std::max<int64_t>(1, o.steps - o.warmup_steps));
@@ -76,7 +35,7 @@ void save_checkpoint(const Transformer& model, const std::string& directory, int
   const std::map<std::string, std::string> meta = {{"format", "pt"}, {"step", std::to_string(step)}};
   auto params = model.named_parameters();
   for (auto& [n, t] : params) t = t.detach();
-  detail::write_directory_atomic(directory, /*overwrite=*/true, "", [&](const std::string& dir) {
+  write_directory_atomic(directory, /*overwrite=*/true, "", [&](const std::string& dir) {
     save_safetensors((fs::path(dir) / "model.safetensors").string(), params, meta);
     if (!optimizer_state.empty()) save_safetensors((fs::path(dir) / "optimizer.safetensors").string(), optimizer_state, meta);
   });
@@ -225,7 +184,7 @@ TrainResult train_lm(Transformer& model, const std::vector<LMExample>& data, con
         save_checkpoint(model, (fs::path(o.run_dir) / ("checkpoint-" + std::to_string(s + 1))).string(), s + 1, state_tensors());
         std::string text = "step,loss,lr,grad_norm\n";
         for (const auto& l : csv) text += l + "\n";
-        detail::write_file_atomic((fs::path(o.run_dir) / "losses.csv").string(), text);
+        write_file_atomic((fs::path(o.run_dir) / "losses.csv").string(), text);
       }
     }
   } catch (...) {

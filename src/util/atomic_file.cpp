@@ -67,15 +67,18 @@ void AtomicFile::commit() {
   committed_ = true;
 }
 
+}  // namespace scalpel::detail
+
+namespace scalpel {
+
+using detail::expected_got;
+
 void write_file_atomic(const std::string& path, const std::string& text) {
-  AtomicFile f(path);
+  detail::AtomicFile f(path);
   f.write(text.data(), text.size());
   f.commit();
 }
 
-}  // namespace scalpel::detail
-
-namespace scalpel::detail {
 
 void write_directory_atomic(const std::string& out_dir, bool overwrite, const std::string& protect,
                             const std::function<void(const std::string& tmp)>& fill) {
@@ -115,4 +118,4 @@ void write_directory_atomic(const std::string& out_dir, bool overwrite, const st
   fs::remove_all(old, ec);
 }
 
-}  // namespace scalpel::detail
+}  // namespace scalpel

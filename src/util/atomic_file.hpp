@@ -8,6 +8,8 @@
 #include <functional>
 #include <string>
 
+#include "scalpel/io/files.hpp"
+
 namespace scalpel::detail {
 
 class AtomicFile {
@@ -27,18 +29,5 @@ class AtomicFile {
   bool committed_ = false;
 };
 
-/// Writes `text` to `path` atomically.
-void write_file_atomic(const std::string& path, const std::string& text);
-
-}  // namespace scalpel::detail
-
-namespace scalpel::detail {
-
-/// Writes a directory atomically: `fill` writes into a hidden directory
-/// beside `out`, which is then renamed over it (removed if `fill` throws).
-/// Refuses a non-empty `out` unless `overwrite`, and `out` when it is the
-/// directory `protect` (a source that must stay untouched; "" for none).
-void write_directory_atomic(const std::string& out, bool overwrite, const std::string& protect,
-                            const std::function<void(const std::string& tmp)>& fill);
 
 }  // namespace scalpel::detail

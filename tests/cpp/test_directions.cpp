@@ -5,7 +5,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include "scalpel/directions/directions.hpp"
+#include "scalpel/steer/directions.hpp"
 #include "scalpel/errors.hpp"
 #include "scalpel/model/transformer.hpp"
 

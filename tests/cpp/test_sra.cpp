@@ -1,5 +1,5 @@
 // SCALPEL_USES_TORCH
-// Surgical Refusal Ablation end to end from C++ (scalpel/directions/sra.hpp):
+// Surgical Refusal Ablation end to end from C++ (scalpel/steer/sra.hpp):
 // the registry file format, selection, the surgical direction, the evaluation
 // numbers against direct computations, mining's stop rules and the export
 // against the hooked model. The organism run and the transformers oracles are
@@ -10,11 +10,12 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
-#include "scalpel/directions/sra.hpp"
+#include "scalpel/eval/datasets.hpp"
+#include "scalpel/steer/sra.hpp"
 #include "scalpel/errors.hpp"
 #include "scalpel/io/tokenizer.hpp"
 #include "scalpel/model/transformer.hpp"
-#include "scalpel/trace/metrics.hpp"
+#include "scalpel/eval/metrics.hpp"
 #include "support/test_util.hpp"
 
 namespace {

@@ -1,4 +1,5 @@
-"""Shared fixtures: where ../shared is, and a temp dir per test."""
+"""Shared fixtures: where ../shared is, and a temp dir per test; the test tiers
+(pytest.ini): every test carries exactly one of unit / oracle / e2e."""
 from __future__ import annotations
 
 import os
@@ -14,10 +15,36 @@ REPO = Path(__file__).resolve().parents[2]
 SHARED = shared_dir()
 
 
+TIERS = ("unit", "oracle", "e2e")
+# Fixtures that need the packaged Gemma 3 270M: never in the unit tier.
+_GEMMA_FIXTURES = {"gemma3_path", "gemma3_hf", "gemma3_hf_tokenizer"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Refuses the run when a collected test has no tier marker or several (before
+    -m deselects anything, so every test is checked whatever is selected)."""
+    bad = []
+    for item in items:
+        tiers = sorted({m.name for m in item.iter_markers() if m.name in TIERS})
+        if len(tiers) != 1:
+            bad.append(f"  {item.nodeid}: {' + '.join(tiers) or 'no tier'}")
+        elif tiers[0] == "unit" and _GEMMA_FIXTURES & set(getattr(item, "fixturenames", ())):
+            bad.append(f"  {item.nodeid}: unit, but it uses the packaged Gemma 3 270M (e2e or oracle)")
+    if bad:
+        raise pytest.UsageError(
+            f"{len(bad)} test(s) need exactly one tier marker out of {', '.join(TIERS)} (see pytest.ini): "
+            "add `pytestmark = pytest.mark.<tier>` to the module, or @pytest.mark.<tier> to each test\n"
+            + "\n".join(bad))
+
+
 @pytest.fixture(scope="session")
 def shared() -> Path:
-    if SHARED is None:
-        pytest.skip("../shared not found (set SCALPEL_SHARED)")
+    """../shared: a missing (or wrong) one fails the test, never skips it."""
+    if SHARED is None or not (SHARED / "models").is_dir():
+        where = "not found beside the repository" if SHARED is None else f"{SHARED} has no models/ folder"
+        pytest.fail(f"../shared (the models, tokenizers and data the tests use): {where}. Set SCALPEL_SHARED to "
+                    "its path, e.g. SCALPEL_SHARED=/path/to/shared make test", pytrace=False)
     return SHARED
 
 

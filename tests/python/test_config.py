@@ -14,6 +14,7 @@ def _config_dirs(shared):
         shared / "models" / "tinystories-656k"]
 
 
+@pytest.mark.oracle
 def test_real_configs_match_transformers(shared):
     from transformers import AutoConfig
 
@@ -36,12 +37,14 @@ def test_real_configs_match_transformers(shared):
     assert checked >= 8
 
 
+@pytest.mark.unit
 def test_missing_required_key_names_alternatives(tmp_path):
     cfg = {"architectures": ["LlamaForCausalLM"], "vocab_size": 10, "num_hidden_layers": 2, "num_attention_heads": 2}
     with pytest.raises(scalpel.FormatError, match=r'"hidden_size".*also accepted: "n_embd"'):
         scalpel.HFConfig.from_json(json.dumps(cfg))
 
 
+@pytest.mark.unit
 def test_malformed_json_and_types(tmp_path):
     with pytest.raises(scalpel.FormatError, match="well-formed JSON"):
         scalpel.HFConfig.from_json("{not json")
@@ -57,6 +60,7 @@ def test_malformed_json_and_types(tmp_path):
         scalpel.HFConfig.from_file(str(tmp_path / "nope"))
 
 
+@pytest.mark.unit
 def test_gpt2_spellings():
     cfg = scalpel.HFConfig.from_json(json.dumps({"model_type": "gpt2", "n_embd": 64, "n_layer": 2, "n_head": 4,
                                                  "vocab_size": 100, "n_positions": 128,
@@ -66,6 +70,7 @@ def test_gpt2_spellings():
     assert cfg.max_position_embeddings == 128 and cfg.hidden_act == "gelu_new"
 
 
+@pytest.mark.unit
 def test_llama3_rope_scaling(shared):
     cfg = scalpel.HFConfig.from_file(str(shared / "tokenizers" / "llama-3.2-1b"))
     assert cfg.rope_scaling.rope_type == "llama3"
@@ -73,6 +78,7 @@ def test_llama3_rope_scaling(shared):
     assert cfg.rope_scaling.original_max_position_embeddings == 8192
 
 
+@pytest.mark.unit
 def test_model_dir_tied_embeddings(shared):
     fp32 = scalpel.HFModelDir.open(str(shared / "models" / "tinystories-656k"))
     bf16 = scalpel.HFModelDir.open(str(shared / "models" / "tinystories-656k-bf16"))
@@ -85,6 +91,7 @@ def test_model_dir_tied_embeddings(shared):
     assert fp32.config.torch_dtype == "float32" and bf16.config.torch_dtype == "bfloat16"
 
 
+@pytest.mark.unit
 def test_pickle_only_directory_refused(tmp_path, shared):
     import shutil
 
@@ -94,6 +101,7 @@ def test_pickle_only_directory_refused(tmp_path, shared):
         scalpel.HFModelDir.open(str(tmp_path))
 
 
+@pytest.mark.unit
 def test_log_level_switch():
     old = scalpel.get_log_level()
     scalpel.set_log_level("debug")
@@ -103,6 +111,7 @@ def test_log_level_switch():
     scalpel.set_log_level(old)
 
 
+@pytest.mark.unit
 def test_progress_reaches_callback():
     events = []
     scalpel.set_progress_callback(lambda label, done, total: events.append((label, done, total)))

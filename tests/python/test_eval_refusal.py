@@ -3,6 +3,8 @@ import pytest
 
 import scalpel
 
+pytestmark = pytest.mark.unit
+
 
 def test_list_is_the_published_one():
     subs = scalpel.refusal_substrings()

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import json
 
+import gguf
 import numpy as np
 import pytest
 import torch
+import transformers
 
 import scalpel
 
-transformers = pytest.importorskip("transformers")
-gguf = pytest.importorskip("gguf")
 
 PROMPTS = [
     "The capital of France is",
@@ -40,6 +40,7 @@ def gemma3(gemma3_path):
     return scalpel.load(str(gemma3_path), dtype="float32")
 
 
+@pytest.mark.e2e
 def test_config_from_metadata(gemma3, gemma3_hf):
     c, h = gemma3.config, gemma3_hf.config
     assert (c.n_layers, c.d_model, c.n_heads, c.n_kv_heads, c.d_head, c.d_mlp, c.d_vocab) == (
@@ -52,6 +53,7 @@ def test_config_from_metadata(gemma3, gemma3_hf):
         assert extra in names
 
 
+@pytest.mark.e2e
 def test_logits_match_transformers_on_10_prompts(gemma3, gemma3_hf, gemma3_hf_tokenizer):
     worst = 0.0
     for text in PROMPTS:
@@ -68,6 +70,7 @@ def test_logits_match_transformers_on_10_prompts(gemma3, gemma3_hf, gemma3_hf_to
     print(f"worst max |logit diff| over {len(PROMPTS)} prompts: {worst:.2e}")
 
 
+@pytest.mark.e2e
 def test_padded_batch_equals_single_rows(gemma3):
     ids = [gemma3.tokenizer.encode(t) for t in PROMPTS[:4]]
     n = max(map(len, ids))
@@ -79,6 +82,7 @@ def test_padded_batch_equals_single_rows(gemma3):
         assert (batch[i, n - len(x):] - single[0]).abs().max().item() < 1e-4
 
 
+@pytest.mark.e2e
 def test_greedy_chat_generation_matches_transformers(gemma3, gemma3_hf):
     tok = gemma3.tokenizer
     stops = scalpel.model.default_stop_tokens(tok)
@@ -94,6 +98,7 @@ def test_greedy_chat_generation_matches_transformers(gemma3, gemma3_hf):
         assert all(s in range(tok.vocab_size) for s in stops)
 
 
+@pytest.mark.e2e
 def test_bf16_load_is_close(gemma3_path, gemma3):
     bf = scalpel.load(str(gemma3_path), dtype="bfloat16")
     assert bf.dtype == torch.bfloat16
@@ -104,6 +109,7 @@ def test_bf16_load_is_close(gemma3_path, gemma3):
     assert (a.argmax(-1) == b.argmax(-1)).float().mean().item() >= 0.8
 
 
+@pytest.mark.e2e
 def test_convert_writes_a_directory_transformers_and_scalpel_load(gemma3_path, gemma3, gemma3_hf, tmp_path):
     out = tmp_path / "gemma3-hf"
     before = gemma3_path.stat().st_mtime_ns
@@ -132,6 +138,7 @@ def test_convert_writes_a_directory_transformers_and_scalpel_load(gemma3_path, g
         scalpel.convert_gguf(str(gemma3_path), str(out))
 
 
+@pytest.mark.e2e
 def test_convert_refuses_bad_arguments(gemma3_path, tmp_path):
     with pytest.raises(ValueError, match="dtype"):
         scalpel.convert_gguf(str(gemma3_path), str(tmp_path / "x"), dtype="int8")
@@ -140,6 +147,7 @@ def test_convert_refuses_bad_arguments(gemma3_path, tmp_path):
     assert not (tmp_path / "y").exists()
 
 
+@pytest.mark.e2e
 def test_packaged_name_and_default(gemma3_path):
     from scalpel.packaged import packaged_model_path, packaged_models
 
@@ -222,6 +230,7 @@ def _write_gguf(model, arch: str, path, qtype=None):
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "gemma3"])
+@pytest.mark.oracle
 def test_gguf_mapping_against_transformers(arch, tmp_path):
     configs = {
         "llama": lambda: transformers.LlamaConfig(**TINY),
@@ -259,6 +268,7 @@ def test_gguf_mapping_against_transformers(arch, tmp_path):
         assert torch.equal(t, ref_sd[name].float()), name
 
 
+@pytest.mark.oracle
 def test_gguf_unknown_architecture_is_refused(tmp_path):
     path = tmp_path / "rwkv.gguf"
     w = gguf.GGUFWriter(str(path), "rwkv6")
@@ -271,6 +281,7 @@ def test_gguf_unknown_architecture_is_refused(tmp_path):
         scalpel.load(str(path))
 
 
+@pytest.mark.unit
 def test_missing_model_package_says_how_to_install(monkeypatch):
     from scalpel import packaged
 

@@ -8,15 +8,14 @@ from __future__ import annotations
 import struct
 from unittest import mock
 
+import gguf
 import numpy as np
 import pytest
 import torch
+from gguf import GGMLQuantizationType as QT
+from gguf import GGUFValueType as VT
 
 import scalpel
-
-gguf = pytest.importorskip("gguf")
-from gguf import GGMLQuantizationType as QT  # noqa: E402
-from gguf import GGUFValueType as VT  # noqa: E402
 
 
 def _reader(path):
@@ -79,6 +78,7 @@ def real(gemma3_path):
     return scalpel.GGUFFile(gemma3_path), _reader(str(gemma3_path))
 
 
+@pytest.mark.oracle
 def test_real_header_and_metadata(real):
     f, reader = real
     assert f.version == 3 == int(reader.fields["GGUF.version"].contents())
@@ -88,6 +88,7 @@ def test_real_header_and_metadata(real):
     assert len(f.get("tokenizer.ggml.tokens")) == 262144
 
 
+@pytest.mark.oracle
 def test_real_tensor_infos(real):
     f, reader = real
     assert len(f.tensors()) == len(f) == 236
@@ -97,6 +98,7 @@ def test_real_tensor_infos(real):
     _check_tensor_infos(f, reader)
 
 
+@pytest.mark.oracle
 def test_real_every_tensor_dequantizes_exactly(real):
     """float32: bit-identical to gguf.quants.dequantize; bfloat16 / float16: that
     float32 result rounded to nearest even (torch's .to())."""
@@ -117,6 +119,7 @@ def test_real_every_tensor_dequantizes_exactly(real):
     assert not bad, f"{len(bad)} tensors differ from gguf.quants.dequantize: {bad[:10]}"
 
 
+@pytest.mark.oracle
 def test_real_raw_bytes(real):
     f, reader = real
     for t in reader.tensors[:12]:
@@ -126,6 +129,7 @@ def test_real_raw_bytes(real):
         assert torch.equal(f.tensor_data(t.name), raw)
 
 
+@pytest.mark.oracle
 def test_real_from_parts_equals_assembled_file(real):
     from scalpel.packaged import packaged_model_parts
 
@@ -181,6 +185,7 @@ def _random_blocks(type_name: str, n_blocks: int, seed: int = 0) -> np.ndarray:
 
 
 @pytest.mark.parametrize("type_name", ORACLE_TYPES)
+@pytest.mark.oracle
 def test_random_blocks_equal_gguf(type_name):
     qtype = QT[type_name]
     assert scalpel.ggml_can_dequantize(type_name) and scalpel.ggml_can_dequantize(int(qtype))
@@ -196,6 +201,7 @@ def test_random_blocks_equal_gguf(type_name):
     assert torch.equal(scalpel.dequantize_row(int(qtype), torch.from_numpy(blocks.reshape(-1)), n), got[:n])
 
 
+@pytest.mark.unit
 def test_types_without_oracle():
     """Q8_1 (ggml's 36-byte block: fp16 d, fp16 sum, 32 int8), Q8_K (float32 d,
     256 int8, 16 int16 sums) and F64 have no dequantizer in the gguf package:
@@ -209,6 +215,7 @@ def test_types_without_oracle():
     assert _same_bits(scalpel.dequantize_blocks("F64", torch.from_numpy(x.view(np.uint8))), x.astype(np.float32))
 
 
+@pytest.mark.oracle
 def test_type_table_equals_gguf():
     for t in QT:
         if t in (QT.NVFP4, QT.Q1_0):  # newer than scalpel's table
@@ -293,6 +300,7 @@ def _write_file(path):
     w.close()
 
 
+@pytest.mark.oracle
 def test_writer_file_reads_back(tmp_path):
     path = tmp_path / "w.gguf"
     _write_file(path)
@@ -328,6 +336,7 @@ def test_writer_file_reads_back(tmp_path):
 # ---------------------------------------------------------------------------
 # (5) Errors
 # ---------------------------------------------------------------------------
+@pytest.mark.unit
 def test_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError):
         scalpel.GGUFFile(tmp_path / "missing.gguf")
@@ -335,6 +344,7 @@ def test_missing_file(tmp_path):
         scalpel.GGUFFile.from_parts([tmp_path / "missing.part0"])
 
 
+@pytest.mark.oracle
 def test_truncated_file_names_file_and_offset(tmp_path):
     path = tmp_path / "w.gguf"
     _write_file(path)
@@ -369,6 +379,7 @@ def _kv(key: str, vtype: int, payload: bytes) -> bytes:
     (_header(kvs=[_kv("k", 13, bytes(8))]), "value type"),
     (_header(n_tensors=10**12), "tensor count"),
 ])
+@pytest.mark.oracle
 def test_malformed_headers(tmp_path, data, fragment):
     path = tmp_path / "bad.gguf"
     path.write_bytes(data)
@@ -378,6 +389,7 @@ def test_malformed_headers(tmp_path, data, fragment):
         gguf.GGUFReader(str(path))
 
 
+@pytest.mark.oracle
 def test_unknown_names(tmp_path):
     path = tmp_path / "w.gguf"
     _write_file(path)

@@ -1,8 +1,12 @@
 """The main job (`scalpel demo`) end to end on Gemma 3 270M, small."""
 import json
 
+import pytest
+
 import scalpel
 from scalpel import cli, mainjob
+
+pytestmark = pytest.mark.e2e
 
 
 def test_main_job_writes_a_consistent_report(gemma3_path, tmp_path):

@@ -7,10 +7,10 @@ import json
 
 import pytest
 import torch
+import transformers
 
 import scalpel
 
-transformers = pytest.importorskip("transformers")
 
 TINY = dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, vocab_size=300, max_position_embeddings=256)
@@ -62,6 +62,7 @@ def _hf_logits(model, tokens, mask=None):
 
 
 @pytest.mark.parametrize("arch", sorted(ARCHS))
+@pytest.mark.oracle
 def test_random_tiny_model_logits_and_greedy(arch, tmp_path):
     hf = _save_random(ARCHS[arch](), tmp_path)
     ours = scalpel.load(str(tmp_path))
@@ -92,6 +93,7 @@ def test_random_tiny_model_logits_and_greedy(arch, tmp_path):
     assert res.new_tokens[0] == ref_gen[0, 8:].tolist()
 
 
+@pytest.mark.oracle
 def test_identity_hooks_are_bit_identical(tmp_path):
     _save_random(ARCHS["llama"](), tmp_path)
     model = scalpel.load(str(tmp_path))
@@ -109,6 +111,7 @@ def test_identity_hooks_are_bit_identical(tmp_path):
     assert (explicit - plain).abs().max().item() < 1e-5
 
 
+@pytest.mark.oracle
 def test_cache_and_hook_semantics(tmp_path):
     _save_random(ARCHS["qwen2"](), tmp_path)
     model = scalpel.load(str(tmp_path))
@@ -153,6 +156,7 @@ def test_cache_and_hook_semantics(tmp_path):
         model(torch.tensor([[5, 300]]))
 
 
+@pytest.mark.oracle
 def test_tinystories_matches_transformers_and_tells_the_story(shared):
     path = shared / "models" / "tinystories-656k"
     hf = transformers.AutoModelForCausalLM.from_pretrained(path, attn_implementation="eager").eval()
@@ -165,6 +169,7 @@ def test_tinystories_matches_transformers_and_tells_the_story(shared):
     assert text.startswith("Once upon a time, there was a little girl named Lily."), text
 
 
+@pytest.mark.oracle
 def test_tinystories_bf16(shared):
     path = shared / "models" / "tinystories-656k-bf16"
     hf = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16,
@@ -188,6 +193,7 @@ def test_tinystories_bf16(shared):
     assert res.new_tokens[0] == ref_gen[0, 1:].tolist()
 
 
+@pytest.mark.unit
 def test_unknown_architecture_names_supported(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({
         "architectures": ["FancyForCausalLM"], "vocab_size": 10, "hidden_size": 8, "num_hidden_layers": 1,
@@ -198,6 +204,7 @@ def test_unknown_architecture_names_supported(tmp_path):
         scalpel.load(str(tmp_path))
 
 
+@pytest.mark.oracle
 def test_backward_hooks_give_true_gradients(tmp_path):
     _save_random(ARCHS["llama"](), tmp_path)
     model = scalpel.load(str(tmp_path))
@@ -228,6 +235,7 @@ def test_backward_hooks_give_true_gradients(tmp_path):
     assert g[0, -1].abs().sum() > 0
 
 
+@pytest.mark.oracle
 def test_native_hooks_patch_ablate_steer(tmp_path):
     _save_random(ARCHS["llama"](), tmp_path)
     model = scalpel.load(str(tmp_path))
@@ -271,6 +279,7 @@ def test_native_hooks_patch_ablate_steer(tmp_path):
             model(clean)
 
 
+@pytest.mark.unit
 def test_fp32_checkpoint_loaded_as_bf16_equals_bf16_checkpoint(shared):
     # The bf16 copy of TinyStories is the fp32 weights rounded: converting at load
     # time (which gives the fp32 file's pages back) must give the same model.
@@ -281,6 +290,7 @@ def test_fp32_checkpoint_loaded_as_bf16_equals_bf16_checkpoint(shared):
 
 
 @pytest.mark.parametrize("arch", ["llama", "gemma3", "gpt2"])
+@pytest.mark.oracle
 def test_forward_from_equals_forward(arch, tmp_path):
     _save_random(ARCHS[arch](), tmp_path)
     ours = scalpel.load(str(tmp_path))
@@ -302,6 +312,7 @@ def test_forward_from_equals_forward(arch, tmp_path):
 
 
 @pytest.mark.parametrize("arch", ["llama", "gemma3", "gpt2", "mistral_window"])
+@pytest.mark.oracle
 def test_forward_from_suffix_equals_the_suffix_of_forward(arch, tmp_path):
     _save_random(ARCHS[arch](), tmp_path)
     ours = scalpel.load(str(tmp_path))

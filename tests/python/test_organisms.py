@@ -9,11 +9,12 @@ import random
 
 import pytest
 import torch
+import transformers
 
 import scalpel
 from scalpel import organisms
 
-transformers = pytest.importorskip("transformers")
+pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")

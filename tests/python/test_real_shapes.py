@@ -7,10 +7,11 @@ import json
 
 import pytest
 import torch
+import transformers
 
 import scalpel
 
-transformers = pytest.importorskip("transformers")
+pytestmark = pytest.mark.oracle
 
 
 def _real_configs(shared):

@@ -9,6 +9,8 @@ import torch
 
 import scalpel
 
+pytestmark = pytest.mark.oracle
+
 DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.int64, torch.int32, torch.int16,
           torch.int8, torch.uint8, torch.bool, torch.float8_e4m3fn, torch.float8_e5m2, torch.uint16,
           torch.uint32, torch.uint64]

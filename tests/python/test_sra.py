@@ -9,11 +9,11 @@ import json
 import numpy as np
 import pytest
 import torch
+import transformers
 
 import scalpel
 from scalpel import sra
 
-transformers = pytest.importorskip("transformers")
 
 CONFIG = dict(architectures=["LlamaForCausalLM"], model_type="llama", hidden_size=32, intermediate_size=48,
               num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2, vocab_size=60,
@@ -37,6 +37,7 @@ def _numpy_ridge(v, A, lam):
     return v - A.T @ beta, beta
 
 
+@pytest.mark.unit
 def test_ridge_matches_numpy_closed_form():
     rng = np.random.default_rng(0)
     v, A = rng.normal(size=64), rng.normal(size=(6, 64))
@@ -52,6 +53,7 @@ def test_ridge_matches_numpy_closed_form():
     assert np.abs(A @ r0.clean.numpy()).max() < 1e-9
 
 
+@pytest.mark.unit
 def test_ridge_gcv_picks_the_numpy_gcv_minimum():
     rng = np.random.default_rng(1)
     A = rng.normal(size=(4, 40))
@@ -69,6 +71,7 @@ def test_ridge_gcv_picks_the_numpy_gcv_minimum():
     assert np.abs(r.clean.numpy() - clean).max() < 1e-6
 
 
+@pytest.mark.unit
 def test_ridge_and_audit_reject_bad_input():
     with pytest.raises(ValueError, match=r"atoms as rows, \[k, 8\]"):
         scalpel.ridge_residualize(torch.zeros(8), torch.zeros(3, 7))
@@ -82,6 +85,7 @@ def test_ridge_and_audit_reject_bad_input():
     assert audit.collinear == [(0, 1)]
 
 
+@pytest.mark.unit
 def test_mean_difference_and_pca_against_numpy():
     rng = np.random.default_rng(2)
     pos = rng.normal(size=(20, 2, 8)) + np.array([3.0] + [0] * 7)
@@ -102,6 +106,7 @@ def test_mean_difference_and_pca_against_numpy():
 
 # ------------------------------------------------------ activations, edits --
 
+@pytest.mark.unit
 def test_collect_activations_aligns_left_padded_prompts():
     m = _model()
     prompts = _prompts(6)
@@ -118,6 +123,7 @@ def test_collect_activations_aligns_left_padded_prompts():
         scalpel.collect_activations(m, [[1, 2]], names, [-3])
 
 
+@pytest.mark.unit
 def test_stop_at_layer_returns_the_residual_stream_and_runs_no_later_hook():
     m = _model()
     tokens = torch.tensor(_prompts(3)[:1])
@@ -142,6 +148,7 @@ def test_stop_at_layer_returns_the_residual_stream_and_runs_no_later_hook():
         scalpel.collect_activations(m, prompts, ["blocks.x.hook_resid_pre"], [-1])
 
 
+@pytest.mark.unit
 def test_ablation_leaves_no_component_along_the_direction():
     m = _model()
     v = torch.randn(32)
@@ -162,6 +169,7 @@ def test_ablation_leaves_no_component_along_the_direction():
         scalpel.ablate_direction(m, torch.zeros(32))
 
 
+@pytest.mark.unit
 def test_add_direction_shifts_the_residual_stream_by_alpha_v():
     m = _model()
     v = torch.randn(32)
@@ -175,6 +183,7 @@ def test_add_direction_shifts_the_residual_stream_by_alpha_v():
 
 
 @pytest.mark.parametrize("gamma", [1.0, 0.5])
+@pytest.mark.unit
 def test_weight_edit_equals_inference_time_ablation(gamma):
     m = _model()
     v = torch.randn(32)
@@ -189,6 +198,7 @@ def test_weight_edit_equals_inference_time_ablation(gamma):
     assert (m.forward(torch.tensor([prompts[0]])) - full).abs().max() < 1e-4
 
 
+@pytest.mark.unit
 def test_weight_edit_from_a_layer_equals_ablation_from_that_layer():
     m = _model()
     v = torch.randn(32)
@@ -206,6 +216,7 @@ def test_weight_edit_from_a_layer_equals_ablation_from_that_layer():
         scalpel.ablate_direction(m, v, 1.0, 3)
 
 
+@pytest.mark.oracle
 def test_tied_embeddings_are_untied_before_the_embedding_is_edited(tmp_path):
     v = torch.randn(32)
     prompts = _prompts(4)
@@ -236,6 +247,7 @@ def test_tied_embeddings_are_untied_before_the_embedding_is_edited(tmp_path):
     assert (want - hooked).abs().max() < 1e-4
 
 
+@pytest.mark.oracle
 def test_exported_edit_loads_in_transformers_and_scalpel(tmp_path):
     src = tmp_path / "src"
     _model().save_pretrained(str(src))
@@ -267,6 +279,7 @@ def test_exported_edit_loads_in_transformers_and_scalpel(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["edited", "src"]  # no temporary left behind
 
 
+@pytest.mark.unit
 def test_first_token_kl_and_perplexity_against_torch():
     m = _model()
     prompts = _prompts(5)
@@ -289,6 +302,7 @@ def test_first_token_kl_and_perplexity_against_torch():
         scalpel.perplexity(m, [[1]])
 
 
+@pytest.mark.oracle
 def test_evaluation_sets_and_solution_perplexity_against_python_and_transformers(shared):
     """WikiText-2 windows are consecutive tokens of the text as Python reads it (universal
     newlines); GSM8K/MBPP rows are the files' first lines; the perplexity of a solution given its
@@ -325,8 +339,9 @@ def test_evaluation_sets_and_solution_perplexity_against_python_and_transformers
 
 # --------------------------------------------------------------- registry --
 
+@pytest.mark.unit
 def test_default_registry_and_round_trip(tmp_path, shared):
-    reg = sra.Registry.default()
+    reg = sra.Registry.default_registry()
     assert reg.names(["shield"]) == ["math", "coding", "logic", "factual", "story"]
     assert reg.names(["confound"]) == ["imperative", "formal", "long", "polite", "list_format"]
     assert len(reg.atoms["imperative"].positive) == 36  # 3 templates × 12 fills
@@ -356,6 +371,7 @@ def test_default_registry_and_round_trip(tmp_path, shared):
 
 # -------------------------------------------------- truth: the organism ----
 
+@pytest.mark.e2e
 def test_sra_removes_refusal_with_less_damage_than_the_dirty_direction(shared):
     """The refusal organism's dirty direction carries its planted style confound: ablating it
     leaves harmful *questions* refused and needs a stronger γ (and then hurts harmless prompts);
@@ -374,7 +390,7 @@ def test_sra_removes_refusal_with_less_damage_than_the_dirty_direction(shared):
     reg = O.refusal_registry()
     reg.extract(model, [site[0]], [site[1]], fmt)
     res = sra.surgical_direction(dirty, reg, *site)
-    assert res.ridge["coefficients"][0] > 0  # the style confound is part of the dirty direction
+    assert res.ridge.coefficients[0] > 0  # the style confound is part of the dirty direction
     E = O.refusal_eval()
     harm = [q for q, _ in E["harmful_questions"] + E["harmful_commands"]]
     safe = [q for q, _ in E["harmless_commands"] + E["harmless_questions"]]
@@ -401,6 +417,7 @@ def test_sra_removes_refusal_with_less_damage_than_the_dirty_direction(shared):
     assert d2_shield > 10 * c_shield
 
 
+@pytest.mark.e2e
 def test_eval_command_on_the_organism_with_an_exported_edit(tmp_path, shared):
     """`scalpel eval`: the hooked direction and the exported weights give the same numbers."""
     from scalpel import cli
@@ -421,6 +438,7 @@ def test_eval_command_on_the_organism_with_an_exported_edit(tmp_path, shared):
     assert cli.main(["eval", "--model", str(src), "--direction", str(tmp_path / "missing.json"), *args]) == 2
 
 
+@pytest.mark.e2e
 def test_sra_example_writes_its_report(tmp_path, shared):
     """examples/sra_refusal_organism.py --quick: the report, its plots, and the issue's numbers."""
     import subprocess
@@ -442,6 +460,7 @@ def test_sra_example_writes_its_report(tmp_path, shared):
 
 
 @pytest.mark.parametrize("name", ["qwen2.5-0.5b-instruct", "mistral-7b-instruct-v0.3", "phi-3-mini-128k-instruct"])
+@pytest.mark.oracle
 def test_post_instruction_positions_and_refusal_tokens_match_hf(shared, name):
     """The template tokens after the instruction, and the refusal phrases' first tokens, against
     transformers' tokenizer and chat template."""

@@ -3,10 +3,10 @@ real model directories (special tokens from their tokenizer_config.json)."""
 from __future__ import annotations
 
 import pytest
+import transformers
 
 import scalpel
 
-transformers = pytest.importorskip("transformers")
 
 CONVERSATIONS = [
     [{"role": "user", "content": "Hello there!"}],
@@ -26,6 +26,7 @@ def _dirs(shared):
     return out
 
 
+@pytest.mark.oracle
 def test_apply_chat_template_matches_transformers(shared):
     checked = 0
     for d in _dirs(shared):
@@ -50,6 +51,7 @@ def test_apply_chat_template_matches_transformers(shared):
     assert checked >= 20
 
 
+@pytest.mark.unit
 def test_no_chat_template_is_a_clear_error(shared):
     tok = scalpel.load_tokenizer(str(shared / "tokenizers" / "gpt2-xl"))
     assert not tok.has_chat_template

@@ -28,6 +28,7 @@ def _run(model, pairs):
     return results
 
 
+@pytest.mark.unit
 def test_patch_sets_agree_with_single_patches(task):
     model, pairs = task
     src, tgt, metric = _run(model, pairs[:1])[0]
@@ -54,6 +55,7 @@ def test_patch_sets_agree_with_single_patches(task):
     assert whole[0].item() == pytest.approx(sweep.source_score, abs=1e-5)
 
 
+@pytest.mark.unit
 def test_minimal_circuit_on_tinystories(task):
     model, pairs = task
     # the answer ids differ between pairs, so the search runs on one pair with its own metric
@@ -85,6 +87,7 @@ def _head_hook(layer, head, value):
     return (f"blocks.{layer}.attn.hook_z", fn)
 
 
+@pytest.mark.unit
 def test_ablate_sets_zero_mean_resample(task):
     model, pairs = task
     src, tgt, metric = _run(model, pairs[:1])[0]
@@ -127,6 +130,7 @@ def test_ablate_sets_zero_mean_resample(task):
         scalpel.ablate_sets(model, [tgt], metric, "mlp_out", [[(1, 0)]])
 
 
+@pytest.mark.unit
 def test_one_metric_per_pair(task):
     model, pairs = task
     runs = _run(model, pairs)
@@ -146,6 +150,7 @@ def test_one_metric_per_pair(task):
     assert r.reached and r.recovered >= 0.7
 
 
+@pytest.mark.oracle
 def test_validate_circuit(task, shared):
     model, pairs = task
     runs = _run(model, pairs)
@@ -203,6 +208,7 @@ def test_validate_circuit(task, shared):
         scalpel.validate_circuit(model, circuit, srcs, tgts, metrics, [texts[0][:, :1]])
 
 
+@pytest.mark.unit
 def test_name_copy_circuit_holds_on_held_out_pairs(shared):
     """The TinyStories demonstration (examples/trace_tinystories.py) in brief: the circuit found on
     half of the name-copying pairs recovers the gap on the other half, random sets of its size do
@@ -224,6 +230,7 @@ def test_name_copy_circuit_holds_on_held_out_pairs(shared):
     assert v.kl < v.random_kl
 
 
+@pytest.mark.unit
 def test_last_position_only_gives_the_same_numbers(task):
     model, pairs = task
     runs = _run(model, pairs[:3])

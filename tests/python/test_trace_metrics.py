@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+import transformers
 
 import scalpel
 
-transformers = pytest.importorskip("transformers")
+pytestmark = pytest.mark.oracle
 
 
 @pytest.fixture(scope="module")

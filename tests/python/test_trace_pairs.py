@@ -5,6 +5,8 @@ import pytest
 
 import scalpel
 
+pytestmark = pytest.mark.unit
+
 REPO = Path(__file__).resolve().parents[2]
 
 

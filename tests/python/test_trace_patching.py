@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
+import transformers
 
 import scalpel
 
-transformers = pytest.importorskip("transformers")
 
 TINY = dict(hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
             num_key_value_heads=2, vocab_size=300, max_position_embeddings=256)
@@ -46,6 +46,7 @@ def _metric(logits):  # logit of token 7 minus token 8 at the last position
 @pytest.mark.parametrize("component,per_position", [
     ("resid_pre", True), ("resid_mid", True), ("attn_out", True), ("mlp_out", True), ("resid_post", False),
     ("z", True), ("result", True), ("v", False), ("mlp_post", False)])
+@pytest.mark.oracle
 def test_batched_sweep_equals_naive(model, component, per_position):
     clean, corrupted = _pair()
     fast = scalpel.patch_sweep(model, clean, corrupted, _metric, component=component, per_position=per_position,
@@ -59,6 +60,7 @@ def test_batched_sweep_equals_naive(model, component, per_position):
 
 
 @pytest.mark.parametrize("component", ["resid_pre", "z"])
+@pytest.mark.oracle
 def test_chosen_positions_are_columns_of_the_full_sweep(model, component):
     clean, corrupted = _pair()
     full = scalpel.patch_sweep(model, clean, corrupted, _metric, component=component)
@@ -79,12 +81,14 @@ def test_chosen_positions_are_columns_of_the_full_sweep(model, component):
         scalpel.patch_sweep(model, clean, corrupted, _metric, component=component, positions=[1], per_position=False)
 
 
+@pytest.mark.oracle
 def test_clean_to_clean_is_a_no_op(model):
     clean, _ = _pair()
     r = scalpel.patch_sweep(model, clean, clean, _metric, component="z")
     assert torch.allclose(r.scores, torch.full_like(r.scores, r.target_score), atol=1e-5)
 
 
+@pytest.mark.oracle
 def test_patching_all_of_resid_pre_at_layer_0_reproduces_the_source(model):
     clean, corrupted = _pair()
     r = scalpel.patch_sweep(model, clean, corrupted, _metric, component="resid_pre", per_position=False, layers=[0])
@@ -97,6 +101,7 @@ def test_patching_all_of_resid_pre_at_layer_0_reproduces_the_source(model):
     assert torch.allclose(others, torch.full_like(others, r.target_score), atol=1e-5)
 
 
+@pytest.mark.oracle
 def test_errors(model):
     clean, corrupted = _pair()
     with pytest.raises(ValueError, match="same length"):
@@ -109,6 +114,7 @@ def test_errors(model):
         scalpel.patch_sweep(model, clean, corrupted, _metric, layers=[99])
 
 
+@pytest.mark.oracle
 def test_last_position_only_gives_the_same_scores(model):
     clean, corrupted = _pair()
     full = scalpel.patch_sweep(model, clean, corrupted, _metric, component="z")
@@ -126,6 +132,7 @@ def test_last_position_only_gives_the_same_scores(model):
 
 @pytest.mark.parametrize("component,per_position", [("z", True), ("z", False), ("resid_pre", True), ("mlp_out", False),
                                                     ("mlp_post", False)])
+@pytest.mark.oracle
 def test_attribution_matches_exact_patching_to_first_order(model, component, per_position):
     clean, corrupted = _pair()
     exact = scalpel.patch_sweep(model, clean, corrupted, _metric, component=component, per_position=per_position)
@@ -144,6 +151,7 @@ def test_attribution_matches_exact_patching_to_first_order(model, component, per
 
 @pytest.mark.parametrize("component", ["q", "k"])
 @pytest.mark.parametrize("per_position", [True, False])
+@pytest.mark.oracle
 def test_qk_fix_is_the_exact_pattern_change_times_the_pattern_gradient(model, component, per_position):
     # AtP*'s estimate = metric(target) + sum over the patched layer's heads of
     # d metric / d pattern . (pattern with the patch - pattern of the target run),
@@ -181,6 +189,7 @@ def test_qk_fix_is_the_exact_pattern_change_times_the_pattern_gradient(model, co
         scalpel.attribution_patch(model, clean, corrupted, _metric, component="z", qk_fix=True)
 
 
+@pytest.mark.oracle
 def test_attribution_slope_equals_central_finite_difference(model):
     # AtP's estimate is metric(target) + slope, slope = (source - target) . grad; the directional
     # derivative along (source - target) by central differences must equal that slope.
@@ -213,6 +222,7 @@ def _rank(x):
     return x.argsort().argsort().double()
 
 
+@pytest.mark.unit
 def test_attribution_ranks_heads_like_exact_patching_on_tinystories(shared):
     model = scalpel.load(str(shared / "models" / "tinystories-656k"))
     per_pair, exact_all, atp_all = [], [], []
@@ -239,6 +249,7 @@ def test_attribution_ranks_heads_like_exact_patching_on_tinystories(shared):
     assert sorted(per_pair)[len(per_pair) // 2] >= 0.8
 
 
+@pytest.mark.oracle
 def test_heatmaps_and_json(model, tmp_path):
     import json
 
@@ -254,6 +265,7 @@ def test_heatmaps_and_json(model, tmp_path):
             assert torch.allclose(gap, (r.scores - r.target_score) / (r.source_score - r.target_score), atol=1e-5)
 
 
+@pytest.mark.unit
 def test_qk_fix_finds_the_key_and_query_patches_plain_attribution_misses(shared):
     """On TinyStories-656K's name-copying pairs, AtP*'s QK fix estimates whole-head key and query
     patches closer to exact patching than plain AtP, which linearizes the saturated softmax."""

@@ -7,10 +7,10 @@ import math
 
 import pytest
 import torch
+import transformers
 
 import scalpel
 
-transformers = pytest.importorskip("transformers")
 
 CONFIG = dict(architectures=["LlamaForCausalLM"], model_type="llama", hidden_size=32, intermediate_size=48,
               num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, vocab_size=50,
@@ -35,6 +35,7 @@ def _options(**kw):
     return o
 
 
+@pytest.mark.unit
 def test_batches_pad_left_and_mask_targets():
     b = scalpel.make_lm_batch([scalpel.LMExample([5, 6, 7]), scalpel.LMExample([8, 9], [0, 1])], pad_id=0)
     assert b.tokens.tolist() == [[5, 6, 7], [0, 8, 9]]
@@ -46,6 +47,7 @@ def test_batches_pad_left_and_mask_targets():
         scalpel.make_lm_batch([scalpel.LMExample([])])
 
 
+@pytest.mark.oracle
 def test_loss_equals_transformers(shared):
     model = scalpel.load(str(shared / "models" / "tinystories-656k"))
     hf = transformers.AutoModelForCausalLM.from_pretrained(shared / "models" / "tinystories-656k", dtype=torch.float32)
@@ -61,6 +63,7 @@ def test_loss_equals_transformers(shared):
     assert got == pytest.approx(want, abs=1e-4)
 
 
+@pytest.mark.unit
 def test_schedule():
     o = _options(steps=100, warmup_steps=10, lr=1.0, min_lr=0.1)
     assert scalpel.learning_rate(o, 0) == pytest.approx(0.1)
@@ -70,6 +73,7 @@ def test_schedule():
     assert scalpel.learning_rate(o, 100) == pytest.approx(0.1)
 
 
+@pytest.mark.oracle
 def test_adamw_equals_torch_step_by_step(tmp_path):
     # one example: every batch is that example repeated, so both sides see the same data
     data = _data()[:1]
@@ -102,6 +106,7 @@ def test_adamw_equals_torch_step_by_step(tmp_path):
     assert not any(p.requires_grad for _, p in model.named_parameters())
 
 
+@pytest.mark.unit
 def test_resume_is_identical_and_writes_the_run(tmp_path):
     data = _data()
     straight = _model()
@@ -120,6 +125,7 @@ def test_resume_is_identical_and_writes_the_run(tmp_path):
     assert scalpel.load_checkpoint(_model(seed=5), str(tmp_path / "a" / "checkpoint-6")) == 6
 
 
+@pytest.mark.unit
 def test_frozen_parameters_stay(tmp_path):
     model = _model()
     before = {n: p.clone() for n, p in model.named_parameters()}
@@ -130,6 +136,7 @@ def test_frozen_parameters_stay(tmp_path):
         scalpel.train_lm(model, _data(), _options(trainable=["model.layers.7."]))
 
 
+@pytest.mark.oracle
 def test_save_pretrained_loads_in_transformers_and_back(tmp_path, shared):
     model = _model(seed=3)
     model.save_pretrained(str(tmp_path / "out"))
@@ -155,6 +162,7 @@ def test_save_pretrained_loads_in_transformers_and_back(tmp_path, shared):
         ts.save_pretrained(str(shared / "models" / "tinystories-656k"), overwrite=True)
 
 
+@pytest.mark.oracle
 def test_from_config_is_seeded_and_parameters_need_a_known_layout(tmp_path):
     a, b, c = _model(seed=1), _model(seed=1), _model(seed=2)
     pa, pb, pc = dict(a.named_parameters()), dict(b.named_parameters()), dict(c.named_parameters())

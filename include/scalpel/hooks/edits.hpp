@@ -17,6 +17,16 @@
 
 namespace scalpel {
 
+/// The one patch: copies the entries of `source` at `positions` (dim 1) and
+/// `heads` (dim 2: heads of per-head activations, neurons of mlp hooks) into
+/// `dst`, in place. dst [batch, pos', ...] holds positions offset.. of the run
+/// `source` [batch or 1, pos or 1, ...] comes from (batch 1 broadcasts over the
+/// batch, pos 1 over positions). Negative positions count from the end of the
+/// run (offset + pos'). Every patching routine (patch_hook, sweeps, circuits)
+/// writes through this.
+void patch_into(const at::Tensor& dst, const at::Tensor& source, const std::vector<int64_t>& positions = {},
+                const std::vector<int64_t>& heads = {}, int64_t offset = 0);
+
 /// Replaces the activation at `positions` / `heads` by the same entries of
 /// `source` (e.g. a cached activation of another run; shapes must match, or
 /// `source` may have batch 1 to broadcast over the batch).
@@ -30,5 +40,8 @@ HookFn ablate_hook(std::vector<int64_t> positions = {}, std::vector<int64_t> hea
 /// Adds alpha * vector at `positions` (steering / activation addition);
 /// `vector` broadcasts against one position's activation ([d_model]).
 HookFn add_vector_hook(at::Tensor vector, double alpha = 1.0, std::vector<int64_t> positions = {});
+
+/// x − gamma·(x·v̂)v̂ on the last dimension (v̂ = v/|v|), as a hook.
+HookFn project_out_hook(const at::Tensor& v, double gamma = 1.0);
 
 }  // namespace scalpel

@@ -12,31 +12,11 @@
 #include <string>
 #include <vector>
 
+#include "scalpel/eval/metrics.hpp"  // LMExample, LMBatch, make_lm_batch, lm_loss
+
 namespace scalpel {
 
 class Transformer;
-
-/// One training sequence; `loss_mask[t]` = 1 where token t is a target
-/// (predicted from the tokens before it). Empty: every token after the first.
-struct LMExample {
-  std::vector<int64_t> tokens;
-  std::vector<uint8_t> loss_mask;
-};
-
-/// A left-padded batch.
-struct LMBatch {
-  at::Tensor tokens;          // [batch, pos] int64
-  at::Tensor attention_mask;  // [batch, pos] 1 = token
-  at::Tensor loss_mask;       // [batch, pos] 1 = target
-};
-
-/// Pads examples into a batch (InvalidArgument for an empty example or a
-/// loss mask of the wrong length).
-LMBatch make_lm_batch(const std::vector<LMExample>& examples, int64_t pad_id = 0);
-
-/// Mean next-token cross-entropy over the batch's targets (differentiable
-/// when grad mode is on and the weights require grad).
-at::Tensor lm_loss(Transformer& model, const LMBatch& batch);
 
 struct TrainOptions {
   int64_t steps = 1000;

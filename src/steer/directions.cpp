@@ -1,6 +1,6 @@
 // SCALPEL_USES_TORCH
-// Directions and direction edits (see scalpel/directions/directions.hpp).
-#include "scalpel/directions/directions.hpp"
+// Directions and direction edits (see scalpel/steer/directions.hpp).
+#include "scalpel/steer/directions.hpp"
 
 #include <torch/torch.h>
 
@@ -12,38 +12,21 @@
 #include "scalpel/errors.hpp"
 #include "scalpel/hooks/edits.hpp"
 #include "scalpel/log.hpp"
-#include "scalpel/trace/metrics.hpp"
-#include "scalpel/train/train.hpp"
+#include "scalpel/eval/metrics.hpp"
 #include "util/logging.hpp"
 #include "util/messages.hpp"
 #include "util/json_text.hpp"
+#include "eval/detail.hpp"
+#include "scalpel/hooks/names.hpp"
+#include "steer/detail.hpp"
 #include "util/names.hpp"
-#include "directions/sra_detail.hpp"
 
 namespace scalpel {
 namespace {
 
-// "[2, 3]", or "an undefined tensor".
-std::string shape_of(const at::Tensor& t) { return t.defined() ? c10::str(t.sizes()) : "an undefined tensor"; }
-
-void check_prompts(const std::vector<std::vector<int64_t>>& prompts, const char* what, size_t min_len = 1) {
-  if (prompts.empty()) throw InvalidArgument(detail::expected_got(what, "at least one prompt", "none"));
-  for (size_t i = 0; i < prompts.size(); ++i)
-    if (prompts[i].size() < min_len)
-      throw InvalidArgument(detail::expected_got(std::string(what) + " " + std::to_string(i),
-                                                 "at least " + std::to_string(min_len) + " token(s)",
-                                                 std::to_string(prompts[i].size())));
-}
-
-// Left-padded batch of prompts [begin, end) (mask undefined when no padding is needed).
-std::pair<at::Tensor, at::Tensor> left_padded(const std::vector<std::vector<int64_t>>& prompts, size_t begin,
-                                              size_t end) {
-  std::vector<LMExample> ex;
-  for (size_t i = begin; i < end; ++i) ex.push_back(LMExample{prompts[i], {}});
-  auto b = make_lm_batch(ex);
-  const bool padded = !b.attention_mask.all().item<bool>();
-  return {b.tokens, padded ? b.attention_mask : at::Tensor()};
-}
+using detail::check_prompts;
+using detail::left_padded;
+using detail::shape_of;
 
 at::Tensor as_vector(const at::Tensor& v, int64_t d, const char* what) {
   if (!v.defined() || v.dim() != 1 || v.size(0) != d)
@@ -79,10 +62,11 @@ at::Tensor collect_activations(Transformer& model, const std::vector<std::vector
   // The forward pass stops after the last block a name belongs to.
   int64_t stop = 0;
   for (const auto& n : names) {
-    const int64_t l = detail::layer_index(n, "blocks.");
+    const auto h = HookName::try_parse(n);
+    const int64_t l = h ? h->layer : -1;
     if (l >= 0)
       stop = std::max(stop, l + 1);
-    else if (n != "hook_embed" && n != "hook_pos_embed")
+    else if (!h || (h->component != "embed" && h->component != "pos_embed"))
       stop = model.config().n_layers;  // the final norm, the unembedding (or an unknown name run_with_cache refuses)
   }
   if (stop >= model.config().n_layers) stop = -1;
@@ -267,22 +251,13 @@ std::vector<std::string> residual_write_points(const Transformer& model, int64_t
   check_from_layer(model, from_layer, "residual_write_points");
   const auto& cfg = model.config();
   std::vector<std::string> names;
-  if (from_layer == 0) names.push_back("hook_embed");
-  if (from_layer == 0 && cfg.positions == PositionKind::Learned) names.push_back("hook_pos_embed");
+  if (from_layer == 0) names.push_back(hook_name("embed"));
+  if (from_layer == 0 && cfg.positions == PositionKind::Learned) names.push_back(hook_name("pos_embed"));
   for (int64_t l = from_layer; l < cfg.n_layers; ++l) {
-    names.push_back("blocks." + std::to_string(l) + ".hook_attn_out");
-    names.push_back("blocks." + std::to_string(l) + ".hook_mlp_out");
+    names.push_back(hook_name("attn_out", l));
+    names.push_back(hook_name("mlp_out", l));
   }
   return names;
-}
-
-HookFn project_out_hook(const at::Tensor& v, double gamma) {
-  if (!v.defined() || v.dim() != 1) throw ShapeError(detail::expected_got("project_out_hook v", "a vector [d]", shape_of(v)));
-  auto u = unit(v.to(at::kDouble)).to(at::kFloat);
-  return [u, gamma](const at::Tensor& x, const HookPoint&) {
-    auto uu = u.to(x.device(), x.scalar_type());
-    return x - gamma * at::matmul(x, uu).unsqueeze(-1) * uu;
-  };
 }
 
 HookHandle ablate_direction(Transformer& model, const at::Tensor& v, double gamma, int64_t from_layer) {
@@ -300,7 +275,7 @@ HookHandle add_direction(Transformer& model, const at::Tensor& v, double alpha, 
   if (layer < 0 || layer >= L)
     throw InvalidArgument(detail::expected_got("add_direction layer", "0.." + std::to_string(L - 1), std::to_string(layer)));
   auto vec = normalize ? unit(v.to(at::kDouble)).to(at::kFloat) : v.to(at::kFloat);
-  return model.add_hook("blocks." + std::to_string(layer) + ".hook_resid_pre", add_vector_hook(vec, alpha, positions));
+  return model.add_hook(hook_name("resid_pre", layer), add_vector_hook(vec, alpha, positions));
 }
 
 std::vector<std::string> orthogonalize_weights(Transformer& model, const at::Tensor& v, double gamma,
@@ -344,59 +319,6 @@ std::vector<std::string> orthogonalize_weights(Transformer& model, const at::Ten
     edited.push_back(n);
   }
   return edited;
-}
-
-at::Tensor last_logits(Transformer& model, const std::vector<std::vector<int64_t>>& prompts, int64_t batch_size) {
-  check_prompts(prompts, "last_logits prompt");
-  if (batch_size < 1) throw InvalidArgument(detail::expected_got("batch_size", "at least 1", std::to_string(batch_size)));
-  at::NoGradGuard no_grad;
-  std::vector<at::Tensor> out;
-  for (size_t s = 0; s < prompts.size(); s += static_cast<size_t>(batch_size)) {
-    const size_t e = std::min(prompts.size(), s + static_cast<size_t>(batch_size));
-    auto [tokens, mask] = left_padded(prompts, s, e);
-    auto logits = model.forward(tokens, mask, /*last_position_only=*/true);
-    out.push_back(logits.select(1, logits.size(1) - 1).to(at::kFloat));
-  }
-  return at::cat(out);
-}
-
-at::Tensor first_token_kl(Transformer& model, const std::vector<std::vector<int64_t>>& prompts,
-                          const at::Tensor& reference_logits, int64_t batch_size) {
-  auto edited = last_logits(model, prompts, batch_size);
-  if (!reference_logits.defined() || reference_logits.sizes() != edited.sizes())
-    throw ShapeError(detail::expected_got("first_token_kl reference_logits", "[" + std::to_string(edited.size(0)) + ", " +
-                                              std::to_string(edited.size(1)) + "] (last_logits of the same prompts)",
-                                          shape_of(reference_logits)));
-  return kl_divergence(edited.unsqueeze(1), reference_logits.unsqueeze(1), -1);
-}
-
-double perplexity(Transformer& model, const std::vector<std::vector<int64_t>>& sequences, int64_t batch_size,
-                  const std::vector<std::vector<uint8_t>>& loss_masks) {
-  check_prompts(sequences, "perplexity sequence", 2);
-  if (batch_size < 1) throw InvalidArgument(detail::expected_got("batch_size", "at least 1", std::to_string(batch_size)));
-  if (!loss_masks.empty() && loss_masks.size() != sequences.size())
-    throw InvalidArgument(detail::expected_got("perplexity loss_masks", "one per sequence (" +
-                                               std::to_string(sequences.size()) + ") or none",
-                                               std::to_string(loss_masks.size())));
-  at::NoGradGuard no_grad;
-  double nll = 0;
-  int64_t count = 0;
-  Progress progress("perplexity", static_cast<int64_t>(sequences.size()));
-  for (size_t s = 0; s < sequences.size(); s += static_cast<size_t>(batch_size)) {
-    const size_t e = std::min(sequences.size(), s + static_cast<size_t>(batch_size));
-    std::vector<LMExample> ex;
-    for (size_t i = s; i < e; ++i)
-      ex.push_back(LMExample{sequences[i], loss_masks.empty() ? std::vector<uint8_t>{} : loss_masks[i]});
-    auto b = make_lm_batch(ex);
-    const int64_t targets = b.loss_mask.sum().item<int64_t>();
-    if (targets > 0) nll += lm_loss(model, b).item<double>() * static_cast<double>(targets);
-    count += targets;
-    progress.update(static_cast<int64_t>(e - s));
-  }
-  if (count == 0)
-    throw InvalidArgument(detail::expected_got("perplexity loss_masks", "at least one scored token after the first",
-                                               "none"));
-  return std::exp(nll / static_cast<double>(count));
 }
 
 }  // namespace scalpel

@@ -1,19 +1,22 @@
 // SCALPEL_USES_TORCH
-// Prompt formatting and the concept-atom registry (scalpel/directions/sra.hpp).
+// The concept-atom registry (scalpel/steer/atoms.hpp).
 #include <torch/torch.h>
 
 #include <algorithm>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
-#include "scalpel/directions/sra.hpp"
+#include "scalpel/steer/atoms.hpp"
 #include "scalpel/errors.hpp"
 #include "scalpel/io/safetensors.hpp"
 #include "scalpel/io/tokenizer.hpp"
 #include "util/atomic_file.hpp"
 #include "util/json_text.hpp"
 #include "util/messages.hpp"
-#include "directions/sra_detail.hpp"
+#include "io/json_rows.hpp"
+#include "model/prompts_detail.hpp"
+#include "scalpel/model/prompts.hpp"
+#include "steer/detail.hpp"
 
 namespace scalpel {
 
@@ -73,13 +76,13 @@ std::vector<std::string> prompt_set(const Json& spec, const Json& entry, const s
     fs::path p = spec["file"].get<std::string>();
     if (p.is_relative() && !base_dir.empty()) p = fs::path(base_dir) / p;
     if (!fs::exists(p)) throw FileNotFound("atom '" + name + "': prompt file " + p.string() + " not found");
-    const std::vector<Json> rows = detail::read_json_rows(p.string(), "atom prompt file");
+    const auto rows = detail::read_json_rows(p.string(), "atom prompt file");
     std::vector<std::string> out;
     try {
       size_t limit = rows.size();
       if (spec.contains("limit")) limit = std::min(limit, spec["limit"].get<size_t>());
       for (size_t i = 0; i < limit; ++i) {
-        const Json& v = spec.contains("field") ? rows[i].at(spec["field"].get<std::string>()) : rows[i];
+        const Json& v = spec.contains("field") ? rows[i].value.at(spec["field"].get<std::string>()) : rows[i].value;
         // As Python's str(): strings as they are, True/False/None, other values as JSON text.
         out.push_back(v.is_string() ? v.get<std::string>()
                       : v.is_boolean() ? (v.get<bool>() ? "True" : "False")
@@ -102,107 +105,6 @@ std::vector<std::string> prompt_set(const Json& spec, const Json& entry, const s
 }
 
 }  // namespace
-
-// ------------------------------------------------------------------ prompts --
-
-namespace {
-const Tokenizer& tokenizer_of(const Transformer& model, const char* what) {
-  if (!model.has_tokenizer())
-    throw InvalidArgument(detail::expected_got(std::string(what) + " model", "a model with a tokenizer", "none",
-                                               "load a model directory with tokenizer.json"));
-  return model.tokenizer();
-}
-}  // namespace
-
-PromptFormat chat_formatter(const Tokenizer& tok) {
-  if (!tok.has_chat_template()) return PromptFormat{};
-  PromptFormat f;
-  f.apply = [tok](const std::string& text) { return tok.apply_chat_template({ChatMessage{"user", text}}, true); };
-  f.templated = true;
-  return f;
-}
-
-PromptFormat chat_formatter(const Transformer& model) { return chat_formatter(tokenizer_of(model, "chat_formatter")); }
-
-std::vector<int64_t> encode_formatted(const Tokenizer& tok, const std::string& text, const PromptFormat& fmt) {
-  return tok.encode(text, !fmt.templated);
-}
-
-std::vector<int64_t> encode_formatted(const Transformer& model, const std::string& text, const PromptFormat& fmt) {
-  return encode_formatted(tokenizer_of(model, "encode_formatted"), text, fmt);
-}
-
-std::vector<std::vector<int64_t>> encode_prompts(const Tokenizer& tok, const std::vector<std::string>& prompts,
-                                                 const PromptFormat& fmt) {
-  std::vector<std::vector<int64_t>> out;
-  out.reserve(prompts.size());
-  for (const auto& p : prompts) out.push_back(encode_formatted(tok, fmt(p), fmt));
-  return out;
-}
-
-std::vector<std::vector<int64_t>> encode_prompts(const Transformer& model, const std::vector<std::string>& prompts,
-                                                 const PromptFormat& fmt) {
-  return encode_prompts(tokenizer_of(model, "encode_prompts"), prompts, fmt);
-}
-
-std::vector<int64_t> post_instruction_positions(const Tokenizer& tok, const PromptFormat& fmt, const std::string& probe) {
-  const std::string full = fmt(probe);
-  const size_t at = full.rfind(probe);
-  if (at == std::string::npos)
-    throw InvalidArgument(detail::expected_got("post_instruction_positions", "a format whose output contains the request",
-                                               "\"" + full + "\""));
-  const auto n = static_cast<int64_t>(encode_formatted(tok, full, fmt).size()) -
-                 static_cast<int64_t>(encode_formatted(tok, full.substr(0, at + probe.size()), fmt).size());
-  std::vector<int64_t> out;
-  for (int64_t i = -std::max<int64_t>(n, 1); i < 0; ++i) out.push_back(i);
-  return out;
-}
-
-std::vector<int64_t> post_instruction_positions(const Transformer& model, const PromptFormat& fmt,
-                                                const std::string& probe) {
-  return post_instruction_positions(tokenizer_of(model, "post_instruction_positions"), fmt, probe);
-}
-
-std::vector<int64_t> refusal_tokens(const Tokenizer& tok, const PromptFormat& fmt,
-                                    const std::vector<std::string>& phrases) {
-  const std::string hello = fmt("Hello.");
-  const auto prompt = encode_formatted(tok, hello, fmt);
-  std::vector<int64_t> out;
-  for (const auto& p : phrases) {
-    const auto b = encode_formatted(tok, hello + p, fmt);
-    size_t c = 0;
-    while (c < prompt.size() && c < b.size() && prompt[c] == b[c]) ++c;
-    if (c < b.size()) out.push_back(b[c]);  // where the phrase begins (it may merge with the template's end)
-  }
-  std::sort(out.begin(), out.end());
-  out.erase(std::unique(out.begin(), out.end()), out.end());
-  return out;
-}
-
-std::vector<int64_t> refusal_tokens(const Transformer& model, const PromptFormat& fmt,
-                                    const std::vector<std::string>& phrases) {
-  return refusal_tokens(tokenizer_of(model, "refusal_tokens"), fmt, phrases);
-}
-
-std::vector<int64_t> default_stop_tokens(const Tokenizer& tokenizer) {
-  std::vector<int64_t> ids;
-  if (auto eos = tokenizer.eos_token_id()) ids.push_back(*eos);
-  for (const char* t : {"<end_of_turn>", "<|im_end|>", "<|eot_id|>", "<|end|>"})
-    if (auto i = tokenizer.token_to_id(t); i && std::find(ids.begin(), ids.end(), *i) == ids.end()) ids.push_back(*i);
-  return ids;
-}
-
-std::vector<std::string> complete(Transformer& model, const std::vector<std::vector<int64_t>>& prompts,
-                                  int64_t max_new_tokens) {
-  const Tokenizer& tok = tokenizer_of(model, "complete");
-  GenerateOptions opts;
-  opts.max_new_tokens = max_new_tokens;
-  opts.stop_tokens = default_stop_tokens(tok);
-  auto res = model.generate(prompts, opts);
-  std::vector<std::string> out;
-  for (const auto& t : res.new_tokens) out.push_back(tok.decode(t, /*skip_special_tokens=*/true));
-  return out;
-}
 
 // ----------------------------------------------------------- concept atoms --
 
@@ -351,7 +253,7 @@ std::string Registry::to_json() const {
 std::string Registry::save(const std::string& path, const std::map<std::string, std::string>& metadata) const {
   const fs::path p(path);
   if (p.has_parent_path()) fs::create_directories(p.parent_path());
-  detail::write_file_atomic(path, to_json());
+  write_file_atomic(path, to_json());
   if (!directions_.empty()) {
     std::vector<std::pair<std::string, at::Tensor>> t;
     for (const auto& [k, v] : directions_) t.emplace_back(k, v.contiguous());

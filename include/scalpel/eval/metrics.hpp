@@ -1,4 +1,5 @@
-// scalpel/trace/metrics.hpp — the numbers causal tracing measures: teacher-
+// scalpel/eval/metrics.hpp — the numbers scalpel measures (tracing, steering,
+// training and evaluation use these, each defined once): teacher-
 // forced log-probabilities of completions, the harm score
 // H = logp(harmful completion) − logp(neutral completion), logit
 // differences, the refusal score, KL to a reference run, and the causal
@@ -12,6 +13,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 namespace scalpel {
@@ -63,5 +65,46 @@ at::Tensor completion_logprob(Transformer& model, const std::vector<std::vector<
 at::Tensor harm_score(Transformer& model, const std::vector<std::vector<int64_t>>& prompts,
                       const std::vector<std::vector<int64_t>>& harmful,
                       const std::vector<std::vector<int64_t>>& neutral, int64_t batch_size = 16);
+
+// ------------------------------------------------- batches, loss, perplexity --
+
+/// One training sequence; `loss_mask[t]` = 1 where token t is a target
+/// (predicted from the tokens before it). Empty: every token after the first.
+struct LMExample {
+  std::vector<int64_t> tokens;
+  std::vector<uint8_t> loss_mask;
+};
+
+/// A left-padded batch.
+struct LMBatch {
+  at::Tensor tokens;          // [batch, pos] int64
+  at::Tensor attention_mask;  // [batch, pos] 1 = token
+  at::Tensor loss_mask;       // [batch, pos] 1 = target
+};
+
+/// Pads examples into a batch (InvalidArgument for an empty example or a
+/// loss mask of the wrong length).
+LMBatch make_lm_batch(const std::vector<LMExample>& examples, int64_t pad_id = 0);
+
+/// Mean next-token cross-entropy over the batch's targets (differentiable
+/// when grad mode is on and the weights require grad).
+at::Tensor lm_loss(Transformer& model, const LMBatch& batch);
+
+/// Perplexity exp(mean next-token NLL) over every predicted token of
+/// `sequences` (each at least 2 tokens), in batches. `loss_masks` (one per
+/// sequence, 1 = scored; the first token is never scored) restricts it, e.g.
+/// to a reference solution after its prompt.
+double perplexity(Transformer& model, const std::vector<std::vector<int64_t>>& sequences, int64_t batch_size = 8,
+                  const std::vector<std::vector<uint8_t>>& loss_masks = {});
+
+/// KL(reference ‖ edited) of the next-token distributions at each sequence's
+/// last token: [n] float32. `reference_logits` are the unedited model's
+/// last-position logits [n, vocab] (e.g. from last_logits() before the edit).
+at::Tensor first_token_kl(Transformer& model, const std::vector<std::vector<int64_t>>& prompts,
+                          const at::Tensor& reference_logits, int64_t batch_size = 32);
+
+/// The last-position logits of each prompt [n, vocab] float32 (left-padded
+/// batches, with whatever hooks are active).
+at::Tensor last_logits(Transformer& model, const std::vector<std::vector<int64_t>>& prompts, int64_t batch_size = 32);
 
 }  // namespace scalpel

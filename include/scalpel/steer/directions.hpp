@@ -1,4 +1,4 @@
-// scalpel/directions/directions.hpp — behaviour directions in the residual
+// scalpel/steer/directions.hpp — behaviour directions in the residual
 // stream, and the edits that remove or add them.
 //
 //   acts = collect_activations(model, prompts, {"blocks.1.hook_resid_pre"}, {-3, -2, -1});
@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "scalpel/hooks/edits.hpp"
 #include "scalpel/model/transformer.hpp"
 
 namespace scalpel {
@@ -78,9 +79,6 @@ AtomAudit audit_directions(const at::Tensor& atoms, double collinear_cosine = 0.
 /// (no embeddings).
 std::vector<std::string> residual_write_points(const Transformer& model, int64_t from_layer = 0);
 
-/// x − gamma·(x·v̂)v̂ on the last dimension (v̂ = v/|v|), as a hook.
-HookFn project_out_hook(const at::Tensor& v, double gamma = 1.0);
-
 /// Directional ablation at inference time: projects `v` out of every write into
 /// the residual stream, at every layer and position, until the handle is
 /// removed (Python: a `with` block). from_layer > 0 leaves the embeddings and
@@ -104,22 +102,5 @@ HookHandle add_direction(Transformer& model, const at::Tensor& v, double alpha, 
 /// with the same from_layer). Returns the names of the edited tensors.
 std::vector<std::string> orthogonalize_weights(Transformer& model, const at::Tensor& v, double gamma = 1.0,
                                                int64_t from_layer = 0);
-
-/// Perplexity exp(mean next-token NLL) over every predicted token of
-/// `sequences` (each at least 2 tokens), in batches. `loss_masks` (one per
-/// sequence, 1 = scored; the first token is never scored) restricts it, e.g.
-/// to a reference solution after its prompt.
-double perplexity(Transformer& model, const std::vector<std::vector<int64_t>>& sequences, int64_t batch_size = 8,
-                  const std::vector<std::vector<uint8_t>>& loss_masks = {});
-
-/// KL(reference ‖ edited) of the next-token distributions at each sequence's
-/// last token: [n] float32. `reference_logits` are the unedited model's
-/// last-position logits [n, vocab] (e.g. from last_logits() before the edit).
-at::Tensor first_token_kl(Transformer& model, const std::vector<std::vector<int64_t>>& prompts,
-                          const at::Tensor& reference_logits, int64_t batch_size = 32);
-
-/// The last-position logits of each prompt [n, vocab] float32 (left-padded
-/// batches, with whatever hooks are active).
-at::Tensor last_logits(Transformer& model, const std::vector<std::vector<int64_t>>& prompts, int64_t batch_size = 32);
 
 }  // namespace scalpel

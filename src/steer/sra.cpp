@@ -1,6 +1,6 @@
 // SCALPEL_USES_TORCH
-// Direction selection, the surgical direction, the evaluation battery, hard-
-// negative mining and export (scalpel/directions/sra.hpp).
+// Direction selection, the surgical direction, hard-negative mining and
+// export (scalpel/steer/sra.hpp).
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -11,18 +11,21 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "scalpel/directions/sra.hpp"
+#include "scalpel/steer/sra.hpp"
 #include "scalpel/errors.hpp"
 #include "scalpel/eval/refusal.hpp"
 #include "scalpel/io/tokenizer.hpp"
 #include "scalpel/log.hpp"
-#include "scalpel/trace/metrics.hpp"
+#include "scalpel/eval/metrics.hpp"
 #include "util/atomic_file.hpp"
 #include "util/logging.hpp"
 #include "util/json_text.hpp"
 #include "util/messages.hpp"
-#include "util/names.hpp"
-#include "directions/sra_detail.hpp"
+#include "eval/detail.hpp"
+#include "io/json_rows.hpp"
+#include "model/prompts_detail.hpp"
+#include "scalpel/hooks/names.hpp"
+#include "steer/detail.hpp"
 
 namespace scalpel {
 
@@ -55,38 +58,6 @@ Json audit_object(const AtomAudit& a, const std::vector<std::string>& names) {
   return Json{{"cosines", tensor_json(a.cosines)}, {"condition_number", a.condition_number}, {"collinear", c}};
 }
 
-std::vector<Json> read_json_rows(const std::string& path, const std::string& what, size_t max_rows) {
-  const std::string text = read_text_file(path, what);
-  std::vector<Json> rows;
-  if (std::filesystem::path(path).extension() == ".json") {
-    try {
-      for (auto& r : Json::parse(text)) {
-        if (rows.size() == max_rows) break;
-        rows.push_back(r);
-      }
-    } catch (const nlohmann::json::exception& e) {
-      throw FormatError(path + ": not a valid JSON list (" + e.what() + ")");
-    }
-    return rows;
-  }
-  std::istringstream in(text);
-  size_t line_no = 0;
-  for (std::string line; rows.size() < max_rows && std::getline(in, line);) {
-    ++line_no;
-    if (line.empty() || line == "\r") continue;
-    try {
-      rows.push_back(Json::parse(line));
-    } catch (const nlohmann::json::exception& e) {
-      throw FormatError(path + " line " + std::to_string(line_no) + ": not valid JSON (" + e.what() + ")");
-    }
-  }
-  return rows;
-}
-
-PromptFormat resolve_format(const Transformer& model, const std::optional<PromptFormat>& fmt) {
-  return fmt ? *fmt : chat_formatter(model);
-}
-
 }  // namespace detail
 
 namespace {
@@ -94,18 +65,15 @@ namespace {
 namespace fs = std::filesystem;
 using detail::contains;
 using detail::Json;
+using detail::mean_refusal_score;
 
 // The block a candidate's hook belongs to (0 for hooks before the blocks).
-int64_t layer_of(const std::string& hook) { return std::max<int64_t>(0, detail::layer_index(hook, "blocks.")); }
+int64_t layer_of(const std::string& hook) { return std::max<int64_t>(0, hook_layer(hook)); }
 
 std::string printf_g(const char* f, double x) {
   char buf[64];
   std::snprintf(buf, sizeof buf, f, x);
   return buf;
-}
-
-double mean_refusal_score(const at::Tensor& last, const std::vector<int64_t>& tokens) {
-  return refusal_score(last.unsqueeze(1), tokens, -1).mean().item<double>();
 }
 
 Json score_json(const CandidateScore& r) {
@@ -119,30 +87,9 @@ Json score_json(const CandidateScore& r) {
   return j;
 }
 
-fs::path data_file(const std::string& data_dir, const std::string& a, const std::string& b) {
-  std::optional<std::string> d = data_dir.empty() ? shared_data_dir() : std::optional<std::string>(data_dir);
-  if (!d || !fs::exists(fs::path(*d) / a / b))
-    throw FileNotFound(a + "/" + b + " not found" + (d ? " in " + *d : std::string()) +
-                       ": set SCALPEL_DATA to a directory holding the evaluation sets (../shared/data layout; see its "
-                       "SOURCES.md), or pass data_dir");
-  return fs::path(*d) / a / b;
-}
-
-std::vector<std::pair<std::string, std::string>> pairs_of(const fs::path& p, int64_t n, const char* q, const char* a) {
-  std::vector<std::pair<std::string, std::string>> out;
-  for (const auto& r : detail::read_json_rows(p.string(), "evaluation set", static_cast<size_t>(std::max<int64_t>(n, 0)))) {
-    if (!r.is_object() || !r.contains(q) || !r.contains(a))
-      throw FormatError(detail::expected_got(p.string() + " row", std::string("fields '") + q + "' and '" + a + "'",
-                                             r.dump().substr(0, 120)));
-    if (!r[q].is_string() || !r[a].is_string())
-      throw FormatError(detail::expected_got(p.string() + std::string(" fields '") + q + "' and '" + a + "'", "strings",
-                                             r[q].type_name() + std::string(" and ") + r[a].type_name()));
-    out.emplace_back(r[q].get<std::string>(), r[a].get<std::string>());
-  }
-  return out;
-}
-
 }  // namespace
+
+std::string CandidateScore::to_json() const { return detail::json_text(score_json(*this)); }
 
 // -------------------------------------------------------------- selection --
 
@@ -156,7 +103,7 @@ Candidates candidate_directions(Transformer& model, const std::vector<std::strin
   Candidates c{hooks, positions, {}};
   if (c.hooks.empty())
     for (int64_t l = 0; l < model.config().n_layers; ++l)
-      for (const char* k : {"resid_pre", "resid_mid"}) c.hooks.push_back("blocks." + std::to_string(l) + ".hook_" + k);
+      for (const char* k : {"resid_pre", "resid_mid"}) c.hooks.push_back(hook_name(k, l));
   if (c.positions.empty()) c.positions = post_instruction_positions(model, f);
   auto a = collect_activations(model, encode_prompts(model, harmful, f), c.hooks, c.positions, batch_size);
   auto b = collect_activations(model, encode_prompts(model, harmless, f), c.hooks, c.positions, batch_size);
@@ -283,125 +230,6 @@ SRAResult surgical_direction(const at::Tensor& dirty, const Registry& registry, 
   return r;
 }
 
-// ------------------------------------------------------------- evaluation --
-
-std::optional<std::string> shared_data_dir() {
-  if (const char* d = std::getenv("SCALPEL_DATA"); d != nullptr && *d && fs::is_directory(d)) return std::string(d);
-  if (const char* s = std::getenv("SCALPEL_SHARED"); s != nullptr && *s && fs::is_directory(fs::path(s) / "data"))
-    return (fs::path(s) / "data").string();
-  return std::nullopt;
-}
-
-std::vector<std::vector<int64_t>> wikitext2(const Tokenizer& tokenizer, int64_t n, int64_t seq_len,
-                                            const std::string& data_dir) {
-  if (n < 1 || seq_len < 1)
-    throw InvalidArgument(detail::expected_got("wikitext2 n and seq_len", "at least 1",
-                                               std::to_string(n) + " and " + std::to_string(seq_len)));
-  const std::string raw =
-      detail::read_text_file(data_file(data_dir, "wikitext-2-raw", "wiki.test.raw").string(), "WikiText-2");
-  // Universal newlines, as a text-mode read gives (the file has CRLF line ends).
-  std::string text;
-  text.reserve(raw.size());
-  for (size_t i = 0; i < raw.size(); ++i) {
-    if (raw[i] != '\r') {
-      text += raw[i];
-    } else {
-      text += '\n';
-      if (i + 1 < raw.size() && raw[i + 1] == '\n') ++i;
-    }
-  }
-  // The first n·seq_len·8 characters (code points, not bytes).
-  const int64_t chars = n * seq_len * 8;
-  int64_t seen = 0;
-  size_t cut = 0;
-  for (; cut < text.size(); ++cut)
-    if ((static_cast<unsigned char>(text[cut]) & 0xC0) != 0x80 && seen++ == chars) break;
-  text.resize(cut);
-  const auto ids = tokenizer.encode(text);
-  const auto empty = tokenizer.encode("");
-  const bool bos = !ids.empty() && !empty.empty() && empty[0] == ids[0];
-  const size_t body = bos ? 1 : 0, L = static_cast<size_t>(seq_len);
-  std::vector<std::vector<int64_t>> out;
-  for (size_t i = 0; i < static_cast<size_t>(n) && body + (i + 1) * L <= ids.size(); ++i) {
-    std::vector<int64_t> w(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(body));
-    w.insert(w.end(), ids.begin() + static_cast<std::ptrdiff_t>(body + i * L),
-             ids.begin() + static_cast<std::ptrdiff_t>(body + (i + 1) * L));
-    out.push_back(std::move(w));
-  }
-  if (out.empty()) throw InvalidArgument("wikitext2: the text is shorter than one window of " + std::to_string(seq_len) +
-                                         " tokens");
-  return out;
-}
-
-std::vector<std::pair<std::string, std::string>> gsm8k(int64_t n, const std::string& data_dir) {
-  return pairs_of(data_file(data_dir, "gsm8k", "test.jsonl"), n, "question", "answer");
-}
-
-std::vector<std::pair<std::string, std::string>> mbpp(int64_t n, const std::string& data_dir) {
-  return pairs_of(data_file(data_dir, "mbpp", "mbpp.jsonl"), n, "text", "code");
-}
-
-double solution_perplexity(Transformer& model, const std::vector<std::pair<std::string, std::string>>& pairs,
-                           const PromptFormat& fmt, int64_t max_tokens, int64_t batch_size) {
-  std::vector<std::vector<int64_t>> seqs;
-  std::vector<std::vector<uint8_t>> masks;
-  for (const auto& [q, a] : pairs) {
-    const std::string prompt = fmt(q);
-    const auto p = encode_formatted(model, prompt, fmt);
-    auto full = encode_formatted(model, prompt + a, fmt);
-    if (static_cast<int64_t>(full.size()) > max_tokens) full.resize(static_cast<size_t>(max_tokens));
-    if (full.size() <= p.size()) continue;
-    std::vector<uint8_t> mask(full.size(), 1);
-    std::fill(mask.begin(), mask.begin() + static_cast<std::ptrdiff_t>(p.size()), 0);
-    seqs.push_back(std::move(full));
-    masks.push_back(std::move(mask));
-  }
-  if (seqs.empty())
-    throw InvalidArgument(detail::expected_got("solution_perplexity pairs", "at least one solution token within max_tokens",
-                                               "none (" + std::to_string(pairs.size()) + " pairs)"));
-  return perplexity(model, seqs, batch_size, masks);
-}
-
-std::string EvalReport::to_json() const {
-  Json j{{"refusal_rate", refusal_rate}, {"over_refusal", over_refusal}, {"refusal_score", refusal_score}};
-  if (first_token_kl) j["first_token_kl"] = *first_token_kl;
-  if (perplexity) j["perplexity"] = *perplexity;
-  for (const auto& [name, v] : solution_perplexities) j[name + "_perplexity"] = v;
-  auto ex = [](const std::vector<std::string>& p, const std::vector<std::string>& g) {
-    Json a = Json::array();
-    for (size_t i = 0; i < std::min<size_t>(3, std::min(p.size(), g.size())); ++i) a.push_back({p[i], g[i]});
-    return a;
-  };
-  j["examples"] = {{"harmful", ex(harmful, harmful_completions)}, {"harmless", ex(harmless, harmless_completions)}};
-  return detail::json_text(j);
-}
-
-EvalReport evaluate(Transformer& model, const std::vector<std::string>& harmful, const std::vector<std::string>& harmless,
-                    const std::optional<PromptFormat>& fmt, const EvalOptions& o) {
-  if (harmful.empty() || harmless.empty())
-    throw InvalidArgument(detail::expected_got("evaluate prompt sets", "nonempty harmful and harmless sets",
-                                               std::to_string(harmful.size()) + " and " + std::to_string(harmless.size())));
-  const PromptFormat f = detail::resolve_format(model, fmt);
-  const auto tokens = o.tokens.empty() ? refusal_tokens(model, f) : o.tokens;
-  const Judge judge = o.judge ? o.judge : Judge([](const std::string& s) { return is_refusal(s); });
-  EvalReport r;
-  r.harmful = harmful;
-  r.harmless = harmless;
-  const auto H = encode_prompts(model, harmful, f), B = encode_prompts(model, harmless, f);
-  r.harmful_completions = complete(model, H, o.max_new_tokens);
-  r.harmless_completions = complete(model, B, o.max_new_tokens);
-  auto rate = [&](const std::vector<std::string>& g) {
-    return static_cast<double>(std::count_if(g.begin(), g.end(), judge)) / static_cast<double>(g.size());
-  };
-  r.refusal_rate = rate(r.harmful_completions);
-  r.over_refusal = rate(r.harmless_completions);
-  r.refusal_score = mean_refusal_score(last_logits(model, H), tokens);
-  if (o.reference_logits.defined()) r.first_token_kl = first_token_kl(model, B, o.reference_logits).mean().item<double>();
-  if (!o.texts.empty()) r.perplexity = perplexity(model, o.texts);
-  for (const auto& [name, pairs] : o.solutions) r.solution_perplexities.emplace_back(name, solution_perplexity(model, pairs));
-  return r;
-}
-
 // ---------------------------------------------------------- mining, export --
 
 std::string MiningRound::to_json() const {
@@ -480,9 +308,9 @@ std::string export_ablated(const std::string& source, const std::string& out, co
            {"edited", edited},
            {"direction", detail::tensor_json(direction.reshape({-1}))}};
   // scalpel_edit.json, not a .safetensors file, which loaders would take for a weight shard.
-  detail::write_directory_atomic(out, overwrite, source, [&](const std::string& tmp) {
+  write_directory_atomic(out, overwrite, source, [&](const std::string& tmp) {
     model->save_pretrained(tmp, "", /*overwrite=*/true);
-    detail::write_file_atomic((fs::path(tmp) / "scalpel_edit.json").string(), rec.dump(1) + "\n");
+    write_file_atomic((fs::path(tmp) / "scalpel_edit.json").string(), rec.dump(1) + "\n");
   });
   return out;
 }

@@ -1,12 +1,15 @@
 // SCALPEL_USES_TORCH
-// Causal-tracing metrics (see scalpel/trace/metrics.hpp).
-#include "scalpel/trace/metrics.hpp"
+// Metrics, padded batches, the LM loss and perplexity (scalpel/eval/metrics.hpp).
+#include "scalpel/eval/metrics.hpp"
 
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <cmath>
 
+#include "eval/detail.hpp"
 #include "scalpel/errors.hpp"
+#include "scalpel/log.hpp"
 #include "scalpel/model/transformer.hpp"
 #include "util/messages.hpp"
 
@@ -155,6 +158,132 @@ at::Tensor harm_score(Transformer& model, const std::vector<std::vector<int64_t>
                       const std::vector<std::vector<int64_t>>& harmful, const std::vector<std::vector<int64_t>>& neutral,
                       int64_t batch_size) {
   return completion_logprob(model, prompts, harmful, batch_size) - completion_logprob(model, prompts, neutral, batch_size);
+}
+
+
+// ------------------------------------------------- batches, loss, perplexity --
+
+namespace detail {
+
+std::string shape_of(const at::Tensor& t) { return t.defined() ? c10::str(t.sizes()) : "an undefined tensor"; }
+
+void check_prompts(const std::vector<std::vector<int64_t>>& prompts, const char* what, size_t min_len) {
+  if (prompts.empty()) throw InvalidArgument(detail::expected_got(what, "at least one prompt", "none"));
+  for (size_t i = 0; i < prompts.size(); ++i)
+    if (prompts[i].size() < min_len)
+      throw InvalidArgument(detail::expected_got(std::string(what) + " " + std::to_string(i),
+                                                 "at least " + std::to_string(min_len) + " token(s)",
+                                                 std::to_string(prompts[i].size())));
+}
+
+// Left-padded batch of prompts [begin, end) (mask undefined when no padding is needed).
+std::pair<at::Tensor, at::Tensor> left_padded(const std::vector<std::vector<int64_t>>& prompts, size_t begin,
+                                              size_t end) {
+  std::vector<LMExample> ex;
+  for (size_t i = begin; i < end; ++i) ex.push_back(LMExample{prompts[i], {}});
+  auto b = make_lm_batch(ex);
+  const bool padded = !b.attention_mask.all().item<bool>();
+  return {b.tokens, padded ? b.attention_mask : at::Tensor()};
+}
+
+}  // namespace detail
+
+using detail::check_prompts;
+using detail::left_padded;
+using detail::shape_of;
+
+LMBatch make_lm_batch(const std::vector<LMExample>& examples, int64_t pad_id) {
+  if (examples.empty()) throw InvalidArgument(detail::expected_got("training batch", "at least one example", "none"));
+  size_t len = 0;
+  for (size_t i = 0; i < examples.size(); ++i) {
+    const auto& e = examples[i];
+    if (e.tokens.empty())
+      throw InvalidArgument(detail::expected_got("training example " + std::to_string(i), "at least one token", "none"));
+    if (!e.loss_mask.empty() && e.loss_mask.size() != e.tokens.size())
+      throw InvalidArgument(detail::expected_got("training example " + std::to_string(i) + " loss_mask",
+                                                 "one entry per token (" + std::to_string(e.tokens.size()) + ")",
+                                                 std::to_string(e.loss_mask.size())));
+    len = std::max(len, e.tokens.size());
+  }
+  const auto b = static_cast<int64_t>(examples.size()), L = static_cast<int64_t>(len);
+  LMBatch batch{at::full({b, L}, pad_id, at::kLong), at::zeros({b, L}, at::kLong), at::zeros({b, L}, at::kLong)};
+  auto tok = batch.tokens.accessor<int64_t, 2>();
+  auto att = batch.attention_mask.accessor<int64_t, 2>();
+  auto los = batch.loss_mask.accessor<int64_t, 2>();
+  for (int64_t r = 0; r < b; ++r) {
+    const auto& e = examples[static_cast<size_t>(r)];
+    const int64_t n = static_cast<int64_t>(e.tokens.size()), off = L - n;
+    for (int64_t t = 0; t < n; ++t) {
+      tok[r][off + t] = e.tokens[static_cast<size_t>(t)];
+      att[r][off + t] = 1;
+      los[r][off + t] = e.loss_mask.empty() ? (t > 0) : (e.loss_mask[static_cast<size_t>(t)] != 0 && t > 0);
+    }
+  }
+  return batch;
+}
+
+at::Tensor lm_loss(Transformer& model, const LMBatch& batch) {
+  const bool padded = !batch.attention_mask.all().item<bool>();
+  auto logits = model.forward(batch.tokens, padded ? batch.attention_mask : at::Tensor());
+  const int64_t L = batch.tokens.size(1);
+  if (L < 2) throw InvalidArgument(detail::expected_got("lm_loss batch", "sequences of at least 2 tokens", "1"));
+  auto logp = at::log_softmax(logits.narrow(1, 0, L - 1).to(at::kFloat), -1);
+  auto nll = -logp.gather(-1, batch.tokens.narrow(1, 1, L - 1).unsqueeze(-1)).squeeze(-1);
+  auto m = batch.loss_mask.narrow(1, 1, L - 1).to(at::kFloat);
+  return (nll * m).sum() / m.sum().clamp_min(1.0);
+}
+
+at::Tensor last_logits(Transformer& model, const std::vector<std::vector<int64_t>>& prompts, int64_t batch_size) {
+  check_prompts(prompts, "last_logits prompt");
+  if (batch_size < 1) throw InvalidArgument(detail::expected_got("batch_size", "at least 1", std::to_string(batch_size)));
+  at::NoGradGuard no_grad;
+  std::vector<at::Tensor> out;
+  for (size_t s = 0; s < prompts.size(); s += static_cast<size_t>(batch_size)) {
+    const size_t e = std::min(prompts.size(), s + static_cast<size_t>(batch_size));
+    auto [tokens, mask] = left_padded(prompts, s, e);
+    auto logits = model.forward(tokens, mask, /*last_position_only=*/true);
+    out.push_back(logits.select(1, logits.size(1) - 1).to(at::kFloat));
+  }
+  return at::cat(out);
+}
+
+at::Tensor first_token_kl(Transformer& model, const std::vector<std::vector<int64_t>>& prompts,
+                          const at::Tensor& reference_logits, int64_t batch_size) {
+  auto edited = last_logits(model, prompts, batch_size);
+  if (!reference_logits.defined() || reference_logits.sizes() != edited.sizes())
+    throw ShapeError(detail::expected_got("first_token_kl reference_logits", "[" + std::to_string(edited.size(0)) + ", " +
+                                              std::to_string(edited.size(1)) + "] (last_logits of the same prompts)",
+                                          shape_of(reference_logits)));
+  return kl_divergence(edited.unsqueeze(1), reference_logits.unsqueeze(1), -1);
+}
+
+double perplexity(Transformer& model, const std::vector<std::vector<int64_t>>& sequences, int64_t batch_size,
+                  const std::vector<std::vector<uint8_t>>& loss_masks) {
+  check_prompts(sequences, "perplexity sequence", 2);
+  if (batch_size < 1) throw InvalidArgument(detail::expected_got("batch_size", "at least 1", std::to_string(batch_size)));
+  if (!loss_masks.empty() && loss_masks.size() != sequences.size())
+    throw InvalidArgument(detail::expected_got("perplexity loss_masks", "one per sequence (" +
+                                               std::to_string(sequences.size()) + ") or none",
+                                               std::to_string(loss_masks.size())));
+  at::NoGradGuard no_grad;
+  double nll = 0;
+  int64_t count = 0;
+  Progress progress("perplexity", static_cast<int64_t>(sequences.size()));
+  for (size_t s = 0; s < sequences.size(); s += static_cast<size_t>(batch_size)) {
+    const size_t e = std::min(sequences.size(), s + static_cast<size_t>(batch_size));
+    std::vector<LMExample> ex;
+    for (size_t i = s; i < e; ++i)
+      ex.push_back(LMExample{sequences[i], loss_masks.empty() ? std::vector<uint8_t>{} : loss_masks[i]});
+    auto b = make_lm_batch(ex);
+    const int64_t targets = b.loss_mask.sum().item<int64_t>();
+    if (targets > 0) nll += lm_loss(model, b).item<double>() * static_cast<double>(targets);
+    count += targets;
+    progress.update(static_cast<int64_t>(e - s));
+  }
+  if (count == 0)
+    throw InvalidArgument(detail::expected_got("perplexity loss_masks", "at least one scored token after the first",
+                                               "none"));
+  return std::exp(nll / static_cast<double>(count));
 }
 
 }  // namespace scalpel

@@ -1,0 +1,23 @@
+// scalpel/io/files.hpp — files written atomically: the bytes go to a temporary
+// file beside the target, are flushed and fsynced, and renamed over it, so a
+// reader sees the old file or the new one, never half of one. Every file
+// scalpel writes goes through here (Python's too). Torch-free.
+#pragma once
+
+#include <functional>
+#include <string>
+
+namespace scalpel {
+
+/// Writes `bytes` to `path` atomically.
+void write_file_atomic(const std::string& path, const std::string& bytes);
+
+/// Writes a directory atomically: `fill` writes into a hidden directory
+/// beside `out`, which is then renamed over it (removed if `fill` throws; an
+/// old `out` is moved aside first, so a crash leaves one of them). Refuses a
+/// non-empty `out` unless `overwrite`, and an `out` that is or contains the
+/// directory `protect` (a source that must stay untouched; "" for none).
+void write_directory_atomic(const std::string& out, bool overwrite, const std::string& protect,
+                            const std::function<void(const std::string& tmp)>& fill);
+
+}  // namespace scalpel

@@ -1,0 +1,47 @@
+// scalpel/io/prompts.hpp — how a request becomes the ids a model reads: the
+// one chat wrapper (a user turn in the tokenizer's chat template), encoding
+// with or without the tokenizer's special tokens, the post-instruction
+// positions, and the tokens where a chat answer stops. Torch-free; each
+// function has a model overload in scalpel/model/prompts.hpp.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace scalpel {
+
+class Tokenizer;
+
+/// How a request becomes the text the model reads. `apply` maps the request to
+/// the prompt text (empty = the request itself). `templated`: the text carries
+/// the template's own special tokens (BOS included), so it is encoded without
+/// adding the tokenizer's; otherwise the tokenizer's special tokens are added.
+struct PromptFormat {
+  std::function<std::string(const std::string&)> apply;
+  bool templated = false;
+  std::string operator()(const std::string& request) const { return apply ? apply(request) : request; }
+};
+
+/// One user turn in the tokenizer's chat template with the generation prompt
+/// (templated), or the plain request (BOS added) when it has no template.
+PromptFormat chat_formatter(const Tokenizer& tokenizer);
+
+/// The ids of a text `fmt` produced (special tokens added unless fmt.templated).
+std::vector<int64_t> encode_formatted(const Tokenizer& tokenizer, const std::string& text, const PromptFormat& fmt);
+
+/// Each request formatted by `fmt` and encoded as the model will see it.
+std::vector<std::vector<int64_t>> encode_prompts(const Tokenizer& tokenizer, const std::vector<std::string>& prompts,
+                                                 const PromptFormat& fmt);
+
+/// The positions (negative, from the end) of the template's tokens after the
+/// instruction (Arditi et al.'s post-instruction tokens); at least {-1}.
+std::vector<int64_t> post_instruction_positions(const Tokenizer& tokenizer, const PromptFormat& fmt,
+                                                const std::string& probe = "Tell me a story about a dog.");
+
+/// EOS and the end-of-turn tokens (<end_of_turn>, <|im_end|>, <|eot_id|>,
+/// <|end|>) the vocabulary has: where a chat answer stops.
+std::vector<int64_t> default_stop_tokens(const Tokenizer& tokenizer);
+
+}  // namespace scalpel
