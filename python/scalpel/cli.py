@@ -108,11 +108,12 @@ def _prompt_file(path: str, n: int) -> list[str]:
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"prompt file {p} not found")
-    text = p.read_text()
     if p.suffix == ".txt":
-        rows = [x for x in text.splitlines() if x.strip()]
+        rows = [x for x in p.read_text().splitlines() if x.strip()]
     else:
-        rows = json.loads(text) if p.suffix == ".json" else [json.loads(x) for x in text.splitlines() if x.strip()]
+        from . import _scalpel
+
+        rows = _scalpel.read_rows(str(p))  # the one row reader (.json list or JSONL)
     out = []
     for r in rows:
         if isinstance(r, dict):

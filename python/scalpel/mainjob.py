@@ -42,7 +42,9 @@ def table(rows: list[list], header: list[str]) -> str:
 # name -> (description, loader); each loader returns instructions from ../shared/data.
 def _json_instructions(rel: str):
     def load(shared: Path) -> list[str]:
-        return [row["instruction"] for row in json.loads((shared / "data" / rel).read_text())]
+        from . import _scalpel
+
+        return [row["instruction"] for row in _scalpel.read_rows(str(shared / "data" / rel))]
     return load
 
 

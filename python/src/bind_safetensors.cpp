@@ -20,6 +20,17 @@ void bind_safetensors(py::module_& m) {
       py::arg("path"), py::arg("data"),
       "Write bytes (or text, as UTF-8) to path atomically: a temporary file beside it, fsynced and renamed over it");
   m.def(
+      "read_rows",
+      [](const py::object& path, std::optional<size_t> limit) {
+        py::list rows;
+        for (const auto& text : read_rows(py::str(path).cast<std::string>(),
+                                          limit.value_or(std::numeric_limits<size_t>::max())))
+          rows.append(from_json(text));
+        return rows;
+      },
+      py::arg("path"), py::arg("limit") = py::none(),
+      "The rows of a .json list or a JSONL file (blank and // lines skipped), as Python values");
+  m.def(
       "write_directory_atomic",
       [](const py::object& out, const py::object& fill, bool overwrite, const py::object& protect) {
         auto f = wrap_callable<void, const std::string&>(fill);

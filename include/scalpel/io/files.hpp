@@ -4,8 +4,11 @@
 // scalpel writes goes through here (Python's too). Torch-free.
 #pragma once
 
+#include <cstddef>
 #include <functional>
+#include <limits>
 #include <string>
+#include <vector>
 
 namespace scalpel {
 
@@ -19,5 +22,13 @@ void write_file_atomic(const std::string& path, const std::string& bytes);
 /// directory `protect` (a source that must stay untouched; "" for none).
 void write_directory_atomic(const std::string& out, bool overwrite, const std::string& protect,
                             const std::function<void(const std::string& tmp)>& fill);
+
+/// The rows of a data file — a .json list, or JSONL (one value per line; blank
+/// lines and lines starting with "//" are skipped) — each as its JSON text, at
+/// most `max_rows`. The one reader of row files (atom prompt sets, pair
+/// datasets, benchmark data, prompt files). FileNotFound for a missing file;
+/// FormatError naming the file and line for invalid JSON.
+std::vector<std::string> read_rows(const std::string& path,
+                                   size_t max_rows = std::numeric_limits<size_t>::max());
 
 }  // namespace scalpel
