@@ -147,7 +147,7 @@ def main() -> int:
 
     # Comparison: no edit / dirty / SRA (organism atoms) / SRA (default atoms).
     print("comparison ...", flush=True)
-    site_layer = int(sel.hook.split(".")[1])
+    site_layer = scalpel.hook_layer(sel.hook)
     edits = {"no edit": None, "dirty ablation": dirty, "SRA (organism atoms)": res.clean,
              "SRA (default registry)": res_default.clean,
              f"dirty, blocks ≥ {site_layer} only": (dirty, site_layer),
@@ -230,7 +230,8 @@ def main() -> int:
     for h, p in sites:
         v = cands.directions[cands.hooks.index(h), cands.positions.index(p)]
         c = sra.surgical_direction(v, reg_all, h, p).clean
-        row = {"site": f"{h.replace('blocks.', 'L').replace('.hook_', ' ')} @{p}"}
+        hn = scalpel.HookName.parse(h)
+        row = {"site": f"L{hn.layer} {hn.component} @{p}"}
         for name, d in (("dirty", v), ("sra", c)):
             with scalpel.ablate_direction(model, d):
                 m = measure(full=False)

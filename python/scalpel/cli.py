@@ -177,8 +177,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "eval.json").write_text(json.dumps(res, indent=1) + "\n")
-        (out / "eval.md").write_text(f"# scalpel eval: {args.model}\n\n" + table(rows, ["metric", "value"]) + "\n")
+        from . import _scalpel  # the one atomic writer
+
+        _scalpel.write_file_atomic(str(out / "eval.json"), json.dumps(res, indent=1) + "\n")
+        _scalpel.write_file_atomic(str(out / "eval.md"), f"# scalpel eval: {args.model}\n\n" + table(rows, ["metric", "value"]) + "\n")
         print(f"wrote {out / 'eval.json'} and {out / 'eval.md'}")
     return 0
 

@@ -66,16 +66,22 @@ def _generate(self: Transformer, prompts, max_new_tokens: "int | _scalpel.Genera
     `model.generate(token_prompts, options)` with a GenerateOptions is C++'s
     Transformer::generate as it is.
     """
-    if isinstance(max_new_tokens, _scalpel.GenerateOptions):
-        return _generate_tokens(self, _token_lists(prompts), max_new_tokens)
     tok = self.tokenizer if self.has_tokenizer else None
     as_text = isinstance(prompts, str) or (isinstance(prompts, (list, tuple)) and prompts and isinstance(prompts[0], str))
+    if isinstance(max_new_tokens, _scalpel.GenerateOptions):
+        if as_text or chat or return_result or stop_tokens is not None or do_sample or seed:
+            raise ValueError("generate(prompts, options): expected token prompts and no other arguments with a "
+                             "GenerateOptions (set stop tokens, sampling and seed on the options)")
+        return _generate_tokens(self, _token_lists(prompts), max_new_tokens)
     if isinstance(prompts, str):
         prompts = [prompts]
     if as_text:
         if tok is None:
             raise ValueError("generate: expected token prompts, got strings (this model has no tokenizer; "
                              "encode the prompts yourself)")
+        if chat and not tok.has_chat_template:
+            raise ValueError("generate(chat=True): expected a tokenizer with a chat template, got none "
+                             "(pass chat=False, or load a model directory with one)")
         fmt = _scalpel.chat_formatter(tok) if chat else _scalpel.PromptFormat()
         ids = _scalpel.encode_prompts(tok, list(prompts), fmt)
     else:

@@ -23,7 +23,7 @@ HookFn wrap_hook(py::object fn) {
   auto holder = gil_safe(std::move(fn));
   return [holder](const at::Tensor& x, const HookPoint& point) -> at::Tensor {
     py::gil_scoped_acquire gil;
-    py::object out = (*holder)(x, py::cast(&point, py::return_value_policy::reference));
+    py::object out = (*holder)(x, py::cast(HookPoint(point.name())));
     if (out.is_none()) return at::Tensor();
     return out.cast<at::Tensor>();
   };
@@ -33,7 +33,7 @@ BackwardHookFn wrap_backward_hook(py::object fn) {
   auto holder = gil_safe(std::move(fn));
   return [holder](const at::Tensor& grad, const HookPoint& point) {
     py::gil_scoped_acquire gil;
-    (*holder)(grad, py::cast(&point, py::return_value_policy::reference));
+    (*holder)(grad, py::cast(HookPoint(point.name())));
   };
 }
 
@@ -67,7 +67,7 @@ void bind_model(py::module_& m) {
       .def("__repr__", [](const HookName& h) {
         return "HookName('" + h.component + "', " + std::to_string(h.layer) + ")";
       })
-      .def("__eq__", [](const HookName& a, const HookName& b) { return a == b; })
+      .def("__eq__", [](const HookName& a, const HookName& b) { return a == b; }, py::is_operator())
       .def("__hash__", [](const HookName& h) { return py::hash(py::str(h.str())); })
       .def_static("parse", &HookName::parse, py::arg("name"))
       .def_static("try_parse", &HookName::try_parse, py::arg("name"));

@@ -13,8 +13,10 @@ void bind_safetensors(py::module_& m) {
   m.def(
       "write_file_atomic",
       [](const py::object& path, const py::object& data) {
-        const std::string bytes = py::isinstance<py::bytes>(data) ? data.cast<std::string>()
-                                                                  : py::str(data).cast<std::string>();
+        // str: written as UTF-8; bytes-like (bytes, bytearray, memoryview): as they are.
+        const std::string bytes = py::isinstance<py::str>(data)
+                                      ? data.cast<std::string>()
+                                      : py::bytes(py::module_::import("builtins").attr("bytes")(data)).cast<std::string>();
         write_file_atomic(py::str(path).cast<std::string>(), bytes);
       },
       py::arg("path"), py::arg("data"),

@@ -9,23 +9,33 @@
 
 namespace scalpel {
 
+HookPoint::HookPoint(const HookPoint& other)
+    : name_(other.name_), hooks_(other.hooks_), next_id_(other.next_id_), n_backward_(other.n_backward_) {}
+
+HookPoint::~HookPoint() { clear(); }
+
 int64_t HookPoint::add(HookFn fn) {
   int64_t id = next_id_++;
-  hooks_.push_back({id, std::move(fn), false});
+  hooks_.push_back({id, std::move(fn), false, nullptr});
   return id;
 }
 
 int64_t HookPoint::add_backward(BackwardHookFn fn) {
   int64_t id = next_id_++;
-  HookFn forward = [fn = std::move(fn)](const at::Tensor& x, const HookPoint& point) -> at::Tensor {
+  auto live = std::make_shared<bool>(true);
+  HookFn forward = [fn = std::move(fn), live](const at::Tensor& x, const HookPoint& point) -> at::Tensor {
     if (x.requires_grad()) {
-      const HookPoint* p = &point;
+      // The autograd graph may outlive this hook point (and its model): the
+      // tensor hook holds its own copy of the name and checks `live` first.
+      auto self = std::make_shared<const HookPoint>(point.name());
       auto g = fn;
-      x.register_hook([g, p](const at::Tensor& grad) { g(grad, *p); });
+      x.register_hook([g, self, live](const at::Tensor& grad) {
+        if (*live) g(grad, *self);
+      });
     }
     return at::Tensor();
   };
-  hooks_.push_back({id, std::move(forward), true});
+  hooks_.push_back({id, std::move(forward), true, live});
   ++n_backward_;
   return id;
 }
@@ -34,9 +44,17 @@ void HookPoint::remove(int64_t id) {
   for (auto it = hooks_.begin(); it != hooks_.end(); ++it) {
     if (it->id != id) continue;
     if (it->backward) --n_backward_;
+    if (it->live) *it->live = false;
     hooks_.erase(it);
     return;
   }
+}
+
+void HookPoint::clear() {
+  for (auto& e : hooks_)
+    if (e.live) *e.live = false;
+  hooks_.clear();
+  n_backward_ = 0;
 }
 
 at::Tensor HookPoint::run(at::Tensor x) const {

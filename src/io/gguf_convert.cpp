@@ -21,7 +21,7 @@
 #include "scalpel/io/gguf_tokenizer.hpp"
 #include "scalpel/io/safetensors.hpp"
 #include "scalpel/log.hpp"
-#include "util/atomic_file.hpp"
+#include "io/atomic_file.hpp"
 #include "util/messages.hpp"
 
 namespace scalpel {

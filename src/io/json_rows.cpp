@@ -5,7 +5,6 @@
 #include <sstream>
 
 #include "scalpel/errors.hpp"
-#include "scalpel/io/files.hpp"
 #include "util/messages.hpp"
 
 namespace scalpel::detail {
@@ -44,13 +43,3 @@ std::vector<JsonRow> read_json_rows(const std::string& path, const std::string& 
 }
 
 }  // namespace scalpel::detail
-
-namespace scalpel {
-
-std::vector<std::string> read_rows(const std::string& path, size_t max_rows) {
-  std::vector<std::string> out;
-  for (const auto& row : detail::read_json_rows(path, "rows of " + path, max_rows)) out.push_back(row.value.dump());
-  return out;
-}
-
-}  // namespace scalpel

@@ -13,7 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "scalpel/errors.hpp"
-#include "util/atomic_file.hpp"
+#include "io/atomic_file.hpp"
 #include "util/logging.hpp"
 #include "util/messages.hpp"
 #include "io/mapped_file.hpp"

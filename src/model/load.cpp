@@ -13,7 +13,7 @@
 #include "scalpel/io/hf_model.hpp"
 #include "scalpel/io/safetensors.hpp"
 #include "scalpel/io/tokenizer.hpp"
-#include "util/atomic_file.hpp"
+#include "io/atomic_file.hpp"
 
 namespace scalpel {
 

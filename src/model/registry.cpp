@@ -11,6 +11,8 @@ namespace scalpel::detail {
 ArchSpec llama_arch();
 ArchSpec mistral_arch();
 ArchSpec qwen2_arch();
+ArchSpec qwen3_arch();
+ArchSpec phi3_arch();
 ArchSpec gpt2_arch();
 ArchSpec gpt_neox_arch();
 ArchSpec gemma_arch();
@@ -18,8 +20,9 @@ ArchSpec gemma2_arch();
 ArchSpec gemma3_arch();
 
 const std::vector<ArchSpec>& architectures() {
-  static const std::vector<ArchSpec> table = {llama_arch(),   mistral_arch(), qwen2_arch(), gpt2_arch(),
-                                             gpt_neox_arch(), gemma_arch(),   gemma2_arch(), gemma3_arch()};
+  static const std::vector<ArchSpec> table = {llama_arch(), mistral_arch(),  qwen2_arch(),  qwen3_arch(),
+                                             phi3_arch(),  gpt2_arch(),     gpt_neox_arch(), gemma_arch(),
+                                             gemma2_arch(), gemma3_arch()};
   return table;
 }
 

@@ -10,7 +10,7 @@
 #include "scalpel/errors.hpp"
 #include "scalpel/io/safetensors.hpp"
 #include "scalpel/io/tokenizer.hpp"
-#include "util/atomic_file.hpp"
+#include "io/atomic_file.hpp"
 #include "util/json_text.hpp"
 #include "util/messages.hpp"
 #include "io/json_rows.hpp"

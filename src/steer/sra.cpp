@@ -17,7 +17,7 @@
 #include "scalpel/io/tokenizer.hpp"
 #include "scalpel/log.hpp"
 #include "scalpel/eval/metrics.hpp"
-#include "util/atomic_file.hpp"
+#include "io/atomic_file.hpp"
 #include "util/logging.hpp"
 #include "util/json_text.hpp"
 #include "util/messages.hpp"
@@ -68,7 +68,11 @@ using detail::Json;
 using detail::mean_refusal_score;
 
 // The block a candidate's hook belongs to (0 for hooks before the blocks).
-int64_t layer_of(const std::string& hook) { return std::max<int64_t>(0, hook_layer(hook)); }
+// The layer a candidate's hook reads (0 for names outside the blocks, or labels that are not hook names).
+int64_t layer_of(const std::string& hook) {
+  const auto h = HookName::try_parse(hook);
+  return h ? std::max<int64_t>(0, h->layer) : 0;
+}
 
 std::string printf_g(const char* f, double x) {
   char buf[64];

@@ -16,7 +16,7 @@
 #include "scalpel/io/safetensors.hpp"
 #include "scalpel/log.hpp"
 #include "scalpel/model/transformer.hpp"
-#include "util/atomic_file.hpp"
+#include "io/atomic_file.hpp"
 #include "util/messages.hpp"
 
 namespace fs = std::filesystem;

@@ -24,6 +24,11 @@ ARCHS = {
     "mistral": lambda: transformers.MistralConfig(**TINY, sliding_window=None),
     "qwen2": lambda: transformers.Qwen2Config(**TINY, tie_word_embeddings=True),
     "mistral_window": lambda: transformers.MistralConfig(**TINY, sliding_window=8),
+    # Qwen3: QK-norm (an RMSNorm per query / key head, before rotary), head_dim not hidden / heads.
+    "qwen3": lambda: transformers.Qwen3Config(**TINY, head_dim=24, tie_word_embeddings=True),
+    # Phi-3: fused qkv_proj and gate_up_proj, split at load; a sliding window shorter than the prompt.
+    "phi3": lambda: transformers.Phi3Config(**TINY, sliding_window=10, pad_token_id=0, bos_token_id=1,
+                                            eos_token_id=2),
     "gpt2": lambda: transformers.GPT2Config(n_embd=64, n_layer=2, n_head=4, vocab_size=300, n_positions=256),
     "gpt_neox": lambda: transformers.GPTNeoXConfig(hidden_size=64, intermediate_size=96, num_hidden_layers=2,
                                                    num_attention_heads=4, vocab_size=300,

@@ -31,6 +31,11 @@ using BackwardHookFn = std::function<void(const at::Tensor& grad, const HookPoin
 class HookPoint {
  public:
   explicit HookPoint(std::string name) : name_(std::move(name)) {}
+  HookPoint(const HookPoint& other);  // copies the name and the hooks (a copy's gradient hooks are its own)
+  HookPoint& operator=(const HookPoint&) = delete;
+  /// Gradient hooks already attached to activations of earlier passes stop
+  /// firing once their hook point is removed, cleared or destroyed.
+  ~HookPoint();
 
   const std::string& name() const { return name_; }
   bool active() const { return !hooks_.empty(); }
@@ -48,10 +53,7 @@ class HookPoint {
   int64_t add_backward(BackwardHookFn fn);
   bool has_backward() const { return n_backward_ > 0; }
   void remove(int64_t id);
-  void clear() {
-    hooks_.clear();
-    n_backward_ = 0;
-  }
+  void clear();
   size_t size() const { return hooks_.size(); }
 
  private:
@@ -61,6 +63,7 @@ class HookPoint {
     int64_t id;
     HookFn fn;
     bool backward;
+    std::shared_ptr<bool> live;  // gradient hooks: false once removed (the autograd graph may outlive the entry)
   };
   std::vector<Entry> hooks_;
   int64_t next_id_ = 0;

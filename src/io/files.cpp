@@ -1,4 +1,7 @@
-#include "util/atomic_file.hpp"
+// Files written atomically, and the row reader's public face (scalpel/io/files.hpp).
+#include "io/atomic_file.hpp"
+
+#include "io/json_rows.hpp"
 
 #include <cerrno>
 #include <cstdio>
@@ -116,6 +119,17 @@ void write_directory_atomic(const std::string& out_dir, bool overwrite, const st
     throw;
   }
   fs::remove_all(old, ec);
+}
+
+}  // namespace scalpel
+
+namespace scalpel {
+
+// The one row reader's public face: each row as JSON text (torch- and nlohmann-free header).
+std::vector<std::string> read_rows(const std::string& path, size_t max_rows) {
+  std::vector<std::string> out;
+  for (const auto& row : detail::read_json_rows(path, "rows of " + path, max_rows)) out.push_back(row.value.dump());
+  return out;
 }
 
 }  // namespace scalpel
