@@ -196,6 +196,12 @@ void bind_model(py::module_& m) {
                   "Random weights from a Hugging Face config.json text (Llama, Mistral, Qwen2 layouts).")
       .def("named_parameters", &Transformer::named_parameters,
            "[(Hugging Face name, live weight tensor)]: edit in place, or set requires_grad to train")
+      .def("residual_writers", &Transformer::residual_writers, py::arg("from_layer") = 0,
+           "[(name, live weight)] of the weights that write into the residual stream: embeddings (from_layer 0), "
+           "each block's attention output and MLP output matrix and bias (Hugging Face names where the slot is a "
+           "checkpoint tensor, else TransformerLens names)")
+      .def_property_readonly("tied_embeddings", &Transformer::tied_embeddings,
+                             "Whether the output head is the embedding matrix itself")
       .def("untie_embeddings", &Transformer::untie_embeddings,
            "Give a tied output head its own copy of the embedding (False when already untied)")
       .def("save_pretrained", &Transformer::save_pretrained, py::arg("directory"), py::arg("dtype") = "",

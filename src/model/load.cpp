@@ -79,6 +79,37 @@ std::vector<std::pair<std::string, at::Tensor>> Transformer::named_parameters() 
   return out;
 }
 
+std::vector<std::pair<std::string, at::Tensor>> Transformer::residual_writers(int64_t from_layer) const {
+  const int64_t L = impl_->cfg.n_layers;
+  if (from_layer < 0 || from_layer >= L)
+    throw InvalidArgument(detail::expected_got("residual_writers from_layer", "0.." + std::to_string(L - 1),
+                                               std::to_string(from_layer)));
+  auto& W = impl_->w;
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  auto add = [&](const at::Tensor* slot, const std::string& tl_name) {
+    if (!slot->defined()) return;
+    std::string name = tl_name;
+    for (const auto& [hf, ptr] : impl_->named)
+      if (ptr == slot) name = hf;
+    out.emplace_back(name, *slot);
+  };
+  if (from_layer == 0) {
+    add(&W.embed, "embed.W_E");
+    add(&W.pos_embed, "pos_embed.W_pos");
+  }
+  for (int64_t l = from_layer; l < L; ++l) {
+    auto& layer = W.layers[static_cast<size_t>(l)];
+    const std::string b = "blocks." + std::to_string(l) + ".";  // TransformerLens parameter names
+    add(&layer.wo, b + "attn.W_O");
+    add(&layer.bo, b + "attn.b_O");
+    add(&layer.w_out, b + "mlp.W_out");
+    add(&layer.b_out, b + "mlp.b_out");
+  }
+  return out;
+}
+
+bool Transformer::tied_embeddings() const { return impl_->w.unembed.defined() && impl_->w.unembed.is_same(impl_->w.embed); }
+
 bool Transformer::untie_embeddings() {
   auto& W = impl_->w;
   if (!W.unembed.defined() || !W.unembed.is_same(W.embed)) return false;

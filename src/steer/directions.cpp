@@ -19,7 +19,6 @@
 #include "eval/detail.hpp"
 #include "scalpel/hooks/names.hpp"
 #include "steer/detail.hpp"
-#include "util/names.hpp"
 
 namespace scalpel {
 namespace {
@@ -242,9 +241,6 @@ void check_from_layer(const Transformer& model, int64_t from_layer, const char* 
     throw InvalidArgument(detail::expected_got(std::string(what) + " from_layer", "0.." + std::to_string(L - 1),
                                                std::to_string(from_layer)));
 }
-
-// "model.layers.{l}." → l, or -1 for tensors outside the blocks.
-int64_t block_of(const std::string& name) { return detail::layer_index(name, "model.layers."); }
 }  // namespace
 
 std::vector<std::string> residual_write_points(const Transformer& model, int64_t from_layer) {
@@ -287,15 +283,7 @@ std::vector<std::string> orthogonalize_weights(Transformer& model, const at::Ten
     throw Unsupported(detail::expected_got("orthogonalize_weights", "an architecture whose writes reach the residual stream directly",
                                            "post-norms on the attention and MLP outputs (Gemma)",
                                            "use ablate_direction (inference time) for this model"));
-  std::vector<std::pair<std::string, at::Tensor>> params;
-  try {
-    params = model.named_parameters();
-  } catch (const Unsupported& e) {
-    throw Unsupported(std::string("orthogonalize_weights: ") + e.what() + " (ablate_direction works on every architecture)");
-  }
-  bool has_lm_head = false;
-  for (const auto& [n, _] : params) has_lm_head |= n == "lm_head.weight";
-  if (!has_lm_head && from_layer == 0)
+  if (model.tied_embeddings() && from_layer == 0)
     throw Unsupported(detail::expected_got(
         "orthogonalize_weights", "separate embedding and unembedding matrices", "tied embeddings",
         "editing the shared matrix would change the unembedding too: call model.untie_embeddings() first "
@@ -303,19 +291,20 @@ std::vector<std::string> orthogonalize_weights(Transformer& model, const at::Ten
   at::NoGradGuard no_grad;
   const auto u = unit(v.to(at::kDouble));
   std::vector<std::string> edited;
-  for (auto& [n, w] : params) {
-    const bool embed = n == "model.embed_tokens.weight";
-    const bool writes = n.find(".self_attn.o_proj.") != std::string::npos || n.find(".mlp.down_proj.") != std::string::npos;
-    if (!embed && !writes) continue;
-    if (embed ? from_layer > 0 : block_of(n) < from_layer) continue;
+  const auto writers = model.residual_writers(from_layer);
+  for (size_t i = 0; i < writers.size(); ++i) {
+    const auto& [n, w] = writers[i];
+    // The embeddings come first, and only when from_layer == 0 (residual_writers).
+    const bool rows = from_layer == 0 && i < (cfg.positions == PositionKind::Learned ? 2u : 1u);
     auto wd = w.to(at::kDouble);
     at::Tensor out;
-    if (embed || w.dim() == 1) {  // rows (embedding) or a bias: x − γ(x·u)u
+    if (rows || w.dim() == 1) {  // embedding rows or a bias: x − γ(x·u)u
       out = wd - gamma * at::matmul(wd, u).unsqueeze(-1) * u;
     } else {  // W [d_model, in]: (I − γuuᵀ)W
       out = wd - gamma * at::outer(u, at::matmul(u, wd));
     }
-    w.copy_(out.to(w.scalar_type()));
+    at::Tensor live = w;
+    live.copy_(out.to(w.scalar_type()));
     edited.push_back(n);
   }
   return edited;

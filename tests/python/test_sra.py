@@ -480,3 +480,37 @@ def test_post_instruction_positions_and_refusal_tokens_match_hf(shared, name):
     got = sra.refusal_tokens(model, fmt, phrases=("I cannot",))
     want = hf(full + "I cannot", add_special_tokens=False)["input_ids"][len(ids)]
     assert got == [want]
+
+
+@pytest.mark.oracle
+@pytest.mark.parametrize("arch", ["gpt2", "gpt_neox", "phi3"])
+def test_weight_edit_equals_ablation_on_every_structure(arch, tmp_path):
+    """orthogonalize_weights reads the residual writers from the model's structure: GPT-2's Conv1D
+    (transposed at load), GPT-NeoX's parallel residual with biases, Phi-3's fused projections."""
+    cfg = {"gpt2": lambda: transformers.GPT2Config(n_embd=32, n_layer=2, n_head=4, vocab_size=120, n_positions=64),
+           "gpt_neox": lambda: transformers.GPTNeoXConfig(hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                                                          num_attention_heads=4, vocab_size=120,
+                                                          max_position_embeddings=64, rotary_pct=0.25),
+           "phi3": lambda: transformers.Phi3Config(hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                                                   num_attention_heads=4, num_key_value_heads=4, vocab_size=120,
+                                                   max_position_embeddings=64, pad_token_id=0)}[arch]()
+    torch.manual_seed(0)
+    hf = transformers.AutoModelForCausalLM.from_config(cfg)
+    with torch.no_grad():
+        for p in hf.parameters():
+            p.normal_(0, 0.2)
+    hf.save_pretrained(tmp_path, safe_serialization=True)
+    m = scalpel.load(str(tmp_path))
+    v = torch.randn(32)
+    prompts = [[int(t) for t in torch.randint(0, 120, (7,), generator=torch.Generator().manual_seed(i))] for i in range(4)]
+    if m.tied_embeddings:
+        assert m.untie_embeddings()
+    base = scalpel.last_logits(m, prompts)
+    with scalpel.ablate_direction(m, v):
+        hooked = scalpel.last_logits(m, prompts)
+    assert (hooked - base).abs().max() > 1e-3  # the ablation moves the logits
+    writers = [n for n, _ in m.residual_writers()]
+    assert len(writers) == (2 if arch == "gpt2" else 1) + 2 * 2 * (2 if arch != "phi3" else 1)
+    edited = scalpel.orthogonalize_weights(m, v)
+    assert edited == writers
+    assert (scalpel.last_logits(m, prompts) - hooked).abs().max() < 1e-4

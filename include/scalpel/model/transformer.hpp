@@ -102,6 +102,18 @@ class Transformer {
   /// (GPT-2's Conv1D, Gemma's norm offsets, fused GPT-NeoX projections).
   std::vector<std::pair<std::string, at::Tensor>> named_parameters() const;
 
+  /// The live weights that write into the residual stream, read from the
+  /// model's structure (every architecture): the token embedding and learned
+  /// position embedding (only when from_layer == 0), then per block from
+  /// `from_layer` on the attention output matrix [d_model, heads·d_head] and
+  /// bias, and the MLP output matrix [d_model, d_mlp] and bias (when present).
+  /// Each under its Hugging Face name when the slot holds a checkpoint tensor
+  /// unchanged, else under its TransformerLens name (e.g. blocks.3.attn.W_O
+  /// for GPT-2's transposed Conv1D). Edit them in place (no grad).
+  std::vector<std::pair<std::string, at::Tensor>> residual_writers(int64_t from_layer = 0) const;
+  /// Whether the output head is the embedding matrix itself (tied).
+  bool tied_embeddings() const;
+
   /// Gives a tied output head its own copy of the embedding (then
   /// named_parameters() lists lm_head.weight, and save_pretrained writes
   /// tie_word_embeddings = false), so that the embedding can be edited

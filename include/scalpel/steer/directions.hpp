@@ -92,8 +92,11 @@ HookHandle add_direction(Transformer& model, const at::Tensor& v, double alpha, 
                          const std::vector<int64_t>& positions = {}, bool normalize = true);
 
 /// The directional ablation baked into the weights: W ← (I − gamma·v̂v̂ᵀ)W for
-/// every matrix and bias that writes into the residual stream (embed_tokens,
-/// each o_proj and down_proj). In place, on the model's live parameters.
+/// every matrix and bias that writes into the residual stream
+/// (Transformer::residual_writers: the embeddings, each attention output and
+/// MLP output projection, read from the model's structure, so it works on
+/// every architecture — Llama family, GPT-2, GPT-NeoX, Phi-3). In place, on
+/// the model's live weights.
 /// Tied embeddings: Unsupported unless from_layer > 0 (the embedding is not
 /// edited) or the model was untied first (Transformer::untie_embeddings), since
 /// editing the shared matrix would change the unembedding too. Unsupported for
