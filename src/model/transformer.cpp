@@ -51,14 +51,7 @@ Transformer::Transformer(ModelConfig config, const std::map<std::string, at::Ten
                     &L.b_gate, &L.w_in, &L.b_in, &L.w_out, &L.b_out})
       slots.push_back(t);
   // Name each slot holding a checkpoint tensor unchanged (the first unused name of that tensor).
-  // Tied: the same tensor, or another view of the same data (a checkpoint directory resolves
-  // the missing output head to the stored embedding as an alias).
-  auto same_data = [](const at::Tensor& a, const at::Tensor& b) {
-    return a.defined() && b.defined() &&
-           (a.is_same(b) || (a.data_ptr() == b.data_ptr() && a.sizes() == b.sizes() && a.strides() == b.strides() &&
-                             a.scalar_type() == b.scalar_type()));
-  };
-  const bool tied = same_data(W.unembed, W.embed);
+  const bool tied = W.unembed.defined() && W.unembed.is_same(W.embed);
   std::vector<bool> used(read.size(), false);
   for (auto* t : slots) {
     if (!t->defined() || (t == &W.unembed && tied)) continue;
@@ -70,7 +63,7 @@ Transformer::Transformer(ModelConfig config, const std::map<std::string, at::Ten
       }
   }
   for (size_t i = 0; i < read.size(); ++i)
-    if (!used[i] && !(tied && same_data(read[i].second, W.embed))) impl_->derived.push_back(read[i].first);
+    if (!used[i] && !(tied && read[i].second.is_same(W.embed))) impl_->derived.push_back(read[i].first);
   auto cast = [&](at::Tensor& t) {
     if (!t.defined()) return;
     const at::Tensor source = t;
