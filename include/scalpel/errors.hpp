@@ -53,6 +53,13 @@ class Unsupported : public InvalidArgument {
   using InvalidArgument::InvalidArgument;
 };
 
+/// A computation that produced NaN or infinity where a number was needed (a
+/// training loss or gradient that diverged). Python: FloatingPointError.
+class NumericalError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
 namespace detail {
 [[noreturn]] void assert_fail(const char* expr, const char* file, int line, const std::string& msg);
 }  // namespace detail

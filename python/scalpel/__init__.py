@@ -19,7 +19,7 @@ for _name in dir(_scalpel):
 from .model import Model, load, default_stop_tokens  # noqa: E402,F401  (adds hooks() and generate() to Transformer)
 from .packaged import packaged_model_path, packaged_model_parts, packaged_models  # noqa: E402,F401
 from . import plots  # noqa: E402,F401
-from . import organisms, sra  # noqa: E402,F401
+from . import bias, organisms, sra  # noqa: E402,F401
 
 __version__ = _scalpel.__version__
 

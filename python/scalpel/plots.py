@@ -116,18 +116,28 @@ def save_sweep(result, stem: str | os.PathLike, tokens: Sequence[str] | None = N
 
 
 def plot_losses(csv_path: str | os.PathLike, path: str | os.PathLike, title: str | None = None) -> Path:
-    """A PNG of a training run's losses.csv (step, loss, lr, grad_norm): loss and learning rate."""
+    """A PNG of a training run's losses.csv (step, loss, [named loss parts, e.g. harm and preserve],
+    lr, grad_norm): the loss and its parts (log scale when there are parts), and the learning rate."""
     from matplotlib.figure import Figure
 
-    rows = [line.split(",") for line in Path(csv_path).read_text().splitlines()[1:] if line]
+    lines = [line for line in Path(csv_path).read_text().splitlines() if line]
+    header = lines[0].split(",")
+    rows = [line.split(",") for line in lines[1:]]
+    col = {name: i for i, name in enumerate(header)}
     steps = [int(r[0]) for r in rows]
+    parts = [n for n in header if n not in ("step", "loss", "lr", "grad_norm")]
     fig = Figure(figsize=(7, 3.2), dpi=110)
     ax = fig.subplots()
-    ax.plot(steps, [float(r[1]) for r in rows], lw=0.8, label="loss")
+    ax.plot(steps, [float(r[col["loss"]]) for r in rows], lw=0.8, label="loss")
+    for n in parts:
+        ax.plot(steps, [float(r[col[n]]) for r in rows], lw=0.8, label=n)
+    if parts:
+        ax.set_yscale("log")
+        ax.legend(fontsize=8, loc="upper center")
     ax.set_xlabel("step")
-    ax.set_ylabel("loss (nats / token)")
+    ax.set_ylabel("loss" if parts else "loss (nats / token)")
     lr = ax.twinx()
-    lr.plot(steps, [float(r[2]) for r in rows], color="tab:orange", lw=0.8, label="learning rate")
+    lr.plot(steps, [float(r[col["lr"]]) for r in rows], color="tab:gray", lw=0.6, ls=":", label="learning rate")
     lr.set_ylabel("learning rate")
     ax.set_title(title or Path(csv_path).parent.name, fontsize=9)
     fig.tight_layout()

@@ -53,6 +53,8 @@ void bind_errors(py::module_& m) {
       PyErr_SetString(PyExc_FileNotFoundError, e.what());
     } catch (const scalpel::FormatError& e) {
       PyErr_SetString(format_error, e.what());
+    } catch (const scalpel::NumericalError& e) {
+      PyErr_SetString(PyExc_FloatingPointError, e.what());
     }
   });
 }

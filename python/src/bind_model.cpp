@@ -161,6 +161,12 @@ void bind_model(py::module_& m) {
       },
       py::arg("v"), py::arg("gamma") = 1.0, "Hook removing gamma times the component along v (x - gamma (x.v^)v^).");
 
+  py::class_<ResidualWriter>(m, "ResidualWriter", "A weight that writes into the residual stream")
+      .def_readonly("name", &ResidualWriter::name)
+      .def_readonly("kind", &ResidualWriter::kind)
+      .def_readonly("layer", &ResidualWriter::layer)
+      .def_readonly("tensor", &ResidualWriter::tensor)
+      .def("__repr__", [](const ResidualWriter& w) { return "ResidualWriter(" + w.name + ", " + w.kind + ", layer " + std::to_string(w.layer) + ")"; });
   py::class_<HookHandle>(m, "HookHandle",
                          "Registered hooks; remove() (or leaving a `with` block) removes them. A handle may outlive "
                          "its model: remove() is then a no-op.")
@@ -197,11 +203,13 @@ void bind_model(py::module_& m) {
       .def("named_parameters", &Transformer::named_parameters,
            "[(Hugging Face name, live weight tensor)]: edit in place, or set requires_grad to train")
       .def("residual_writers", &Transformer::residual_writers, py::arg("from_layer") = 0,
-           "[(name, live weight)] of the weights that write into the residual stream: embeddings (from_layer 0), "
+           "[ResidualWriter(name, kind, layer, tensor)] of the live weights that write into the residual stream: embeddings (from_layer 0), "
            "each block's attention output and MLP output matrix and bias (Hugging Face names where the slot is a "
            "checkpoint tensor, else TransformerLens names)")
       .def_property_readonly("tied_embeddings", &Transformer::tied_embeddings,
                              "Whether the output head is the embedding matrix itself")
+      .def_property_readonly("decoding", &Transformer::decoding,
+                             "True while generate() runs a step after the prompt (the pass covers generated tokens only)")
       .def("untie_embeddings", &Transformer::untie_embeddings,
            "Give a tied output head its own copy of the embedding (False when already untied)")
       .def("save_pretrained", &Transformer::save_pretrained, py::arg("directory"), py::arg("dtype") = "",

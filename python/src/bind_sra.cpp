@@ -92,6 +92,9 @@ void bind_sra(py::module_& m) {
   m.def("refusal_tokens", [=](const Tokenizer& o, const py::object& f, const std::vector<std::string>& ph) {
           return refusal_tokens_(o, f, ph); }, py::arg("tokenizer"), py::arg("fmt") = py::none(),
         py::arg("phrases") = phrases);
+  m.def("encode_continuation", &encode_continuation, py::arg("tokenizer"), py::arg("context"), py::arg("continuation"),
+        "(context ids, continuation ids), split as lm-evaluation-harness splits them (trailing context spaces move "
+        "into the continuation; BOS added)");
   m.def("default_stop_tokens", &default_stop_tokens, py::arg("tokenizer"),
         "EOS and the end-of-turn tokens the vocabulary has");
   m.def("complete", &complete, py::arg("model"), py::arg("prompts"), py::arg("max_new_tokens") = 24,

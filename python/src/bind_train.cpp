@@ -42,8 +42,37 @@ void bind_train(py::module_& m) {
       .def_readonly("loss", &TrainResult::loss)
       .def_readonly("lr", &TrainResult::lr)
       .def_readonly("grad_norm", &TrainResult::grad_norm)
+      .def_readonly("parts", &TrainResult::parts)
       .def_readonly("steps", &TrainResult::steps)
       .def_readonly("seconds", &TrainResult::seconds);
+  py::class_<TrainParam>(m, "TrainParam", "A tensor the optimizer loop trains")
+      .def(py::init([](std::string name, at::Tensor tensor, bool decay) { return TrainParam{std::move(name), tensor, decay}; }),
+           py::arg("name"), py::arg("tensor"), py::arg("decay") = true)
+      .def_readonly("name", &TrainParam::name)
+      .def_readonly("tensor", &TrainParam::tensor)
+      .def_readonly("decay", &TrainParam::decay);
+  m.def(
+      "optimize",
+      [](std::vector<TrainParam> params, py::object loss, const TrainOptions& options) {
+        // loss(step) -> tensor, or (tensor, {part: float}).
+        auto holder = gil_safe(std::move(loss));
+        StepLoss fn = [holder](int64_t step, std::vector<std::pair<std::string, double>>& parts) -> at::Tensor {
+          py::gil_scoped_acquire gil;
+          py::object out = (*holder)(step);
+          if (py::isinstance<py::tuple>(out)) {
+            auto t = out.cast<py::tuple>();
+            if (t.size() != 2) throw py::value_error("loss(step) must return a tensor or (tensor, {name: float})");
+            for (auto kv : t[1].cast<py::dict>()) parts.emplace_back(kv.first.cast<std::string>(), kv.second.cast<double>());
+            return t[0].cast<at::Tensor>();
+          }
+          return out.cast<at::Tensor>();
+        };
+        py::gil_scoped_release release;
+        return optimize(std::move(params), fn, options);
+      },
+      py::arg("params"), py::arg("loss"), py::arg("options"),
+      "The optimizer loop of train_lm and the breakers on your own tensors: loss(step) returns a scalar tensor or "
+      "(tensor, {part: float}); AdamW, schedule, clipping, progress, run_dir/losses.csv; NaN stops with FloatingPointError");
   m.def("learning_rate", &learning_rate, py::arg("options"), py::arg("step"));
   m.def("train_lm", &train_lm, py::arg("model"), py::arg("data"), py::arg("options"),
         py::call_guard<py::gil_scoped_release>(),

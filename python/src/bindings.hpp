@@ -24,6 +24,7 @@ void bind_trace(py::module_& m);
 void bind_train(py::module_& m);
 void bind_directions(py::module_& m);
 void bind_sra(py::module_& m);
+void bind_interventions(py::module_& m);
 
 /// Shares a Python object with C++ code that may copy or destroy it on a
 /// thread without the GIL (hooks, callbacks): the GIL is taken to release it.

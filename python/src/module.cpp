@@ -19,4 +19,5 @@ PYBIND11_MODULE(_scalpel, m) {
   scalpel::python::bind_train(m);
   scalpel::python::bind_directions(m);
   scalpel::python::bind_sra(m);
+  scalpel::python::bind_interventions(m);
 }

@@ -35,6 +35,9 @@ at::Tensor logprobs_at(const at::Tensor& logits, int64_t position, const char* w
   return logits.select(1, p).to(dtype).log_softmax(-1);
 }
 
+// KL(q ‖ p) over the last dimension from log-probabilities (the one formula).
+at::Tensor kl_of_logprobs(const at::Tensor& lp, const at::Tensor& lq) { return (lq.exp() * (lq - lp)).sum(-1); }
+
 at::Tensor row_ids(const at::Tensor& ids, int64_t batch, const char* what) {
   auto t = ids.to(at::kLong).reshape({-1});
   if (t.numel() != batch)
@@ -97,7 +100,21 @@ at::Tensor kl_divergence(const at::Tensor& logits, const at::Tensor& reference_l
   // In float64: the KLs of small edits (1e-5 and below) are lost in float32's rounding of the sum.
   auto lp = logprobs_at(logits, position, "kl_divergence", at::kDouble);
   auto lq = logprobs_at(reference_logits, position, "kl_divergence", at::kDouble);
-  return (lq.exp() * (lq - lp)).sum(1).to(at::kFloat);
+  return kl_of_logprobs(lp, lq).to(at::kFloat);
+}
+
+at::Tensor sequence_kl(const at::Tensor& logits, const at::Tensor& reference_logits, const at::Tensor& mask) {
+  check_logits(logits, "sequence_kl");
+  if (logits.sizes() != reference_logits.sizes())
+    throw ShapeError(detail::expected_got("sequence_kl reference_logits", "the shape of logits " + c10::str(logits.sizes()),
+                                          "shape " + c10::str(reference_logits.sizes())));
+  if (!mask.defined() || mask.dim() != 2 || mask.size(0) != logits.size(0) || mask.size(1) != logits.size(1))
+    throw ShapeError(detail::expected_got("sequence_kl mask", "shape [" + std::to_string(logits.size(0)) + ", " +
+                                              std::to_string(logits.size(1)) + "]",
+                                          mask.defined() ? "shape " + c10::str(mask.sizes()) : "undefined"));
+  auto kl = kl_of_logprobs(logits.to(at::kFloat).log_softmax(-1), reference_logits.to(at::kFloat).log_softmax(-1));
+  auto m = mask.to(at::kFloat);
+  return (kl * m).sum(1) / m.sum(1).clamp_min(1.0);
 }
 
 at::Tensor causal_effect(const at::Tensor& base, const at::Tensor& patched) { return base.to(at::kFloat) - patched.to(at::kFloat); }

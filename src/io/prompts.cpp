@@ -51,4 +51,23 @@ std::vector<int64_t> default_stop_tokens(const Tokenizer& tokenizer) {
   return ids;
 }
 
+std::pair<std::vector<int64_t>, std::vector<int64_t>> encode_continuation(const Tokenizer& tokenizer,
+                                                                          const std::string& context_in,
+                                                                          const std::string& continuation_in) {
+  std::string context = context_in, continuation = continuation_in;
+  const size_t keep = context.find_last_not_of(' ');
+  const size_t cut = keep == std::string::npos ? 0 : keep + 1;
+  continuation = context.substr(cut) + continuation;
+  context.resize(cut);
+  auto whole = tokenizer.encode(context + continuation);
+  auto ctx = tokenizer.encode(context);
+  size_t split = std::min(ctx.size(), whole.size());
+  std::vector<int64_t> cont(whole.begin() + static_cast<std::ptrdiff_t>(split), whole.end());
+  whole.resize(split);
+  if (cont.empty())
+    throw InvalidArgument(detail::expected_got("continuation \"" + continuation_in + "\" of \"" + context_in + "\"",
+                                               "at least one token", "none"));
+  return {whole, cont};
+}
+
 }  // namespace scalpel

@@ -49,8 +49,15 @@ GenerateResult Transformer::generate(const std::vector<std::vector<int64_t>>& pr
   at::Tensor step_tokens = tokens.narrow(1, 0, max_len);
   int64_t offset = 0;
   Progress progress("generating", opt.max_new_tokens);
+  // Steps after the first run on generated tokens only (Transformer::decoding);
+  // the flag is cleared however the loop ends.
+  struct DecodingFlag {
+    bool& flag;
+    ~DecodingFlag() { flag = false; }
+  } decoding{impl_->decoding};
   for (int64_t t = 0; t < opt.max_new_tokens; ++t) {
     progress.update();
+    impl_->decoding = t > 0;
     const int64_t q = step_tokens.size(1);
     auto full_mask = mask.narrow(1, 0, offset + q);
     auto positions = positions_from_mask(full_mask, offset, q);

@@ -87,6 +87,7 @@ struct Transformer::Impl {
   std::string config_json;  // the Hugging Face config.json text, when known
   std::string source_dir;   // the directory loaded from, when any
   std::string source_gguf;  // the GGUF file loaded from, when any
+  bool decoding = false;    // generate() is running a step after the prompt (Transformer::decoding)
 
   HookPoint* point(const std::string& component, int64_t layer = -1) {
     const std::string name = hook_name(component, layer);

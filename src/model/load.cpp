@@ -79,31 +79,30 @@ std::vector<std::pair<std::string, at::Tensor>> Transformer::named_parameters() 
   return out;
 }
 
-std::vector<std::pair<std::string, at::Tensor>> Transformer::residual_writers(int64_t from_layer) const {
+std::vector<ResidualWriter> Transformer::residual_writers(int64_t from_layer) const {
   const int64_t L = impl_->cfg.n_layers;
   if (from_layer < 0 || from_layer >= L)
     throw InvalidArgument(detail::expected_got("residual_writers from_layer", "0.." + std::to_string(L - 1),
                                                std::to_string(from_layer)));
   auto& W = impl_->w;
-  std::vector<std::pair<std::string, at::Tensor>> out;
-  auto add = [&](const at::Tensor* slot, const std::string& tl_name) {
+  std::vector<ResidualWriter> out;
+  auto add = [&](const at::Tensor* slot, const std::string& kind, int64_t layer) {
     if (!slot->defined()) return;
-    std::string name = tl_name;
+    std::string name = layer < 0 ? kind : "blocks." + std::to_string(layer) + "." + kind;  // TransformerLens names
     for (const auto& [hf, ptr] : impl_->named)
       if (ptr == slot) name = hf;
-    out.emplace_back(name, *slot);
+    out.push_back({name, kind, layer, *slot});
   };
   if (from_layer == 0) {
-    add(&W.embed, "embed.W_E");
-    add(&W.pos_embed, "pos_embed.W_pos");
+    add(&W.embed, "embed.W_E", -1);
+    add(&W.pos_embed, "pos_embed.W_pos", -1);
   }
   for (int64_t l = from_layer; l < L; ++l) {
     auto& layer = W.layers[static_cast<size_t>(l)];
-    const std::string b = "blocks." + std::to_string(l) + ".";  // TransformerLens parameter names
-    add(&layer.wo, b + "attn.W_O");
-    add(&layer.bo, b + "attn.b_O");
-    add(&layer.w_out, b + "mlp.W_out");
-    add(&layer.b_out, b + "mlp.b_out");
+    add(&layer.wo, "attn.W_O", l);
+    add(&layer.bo, "attn.b_O", l);
+    add(&layer.w_out, "mlp.W_out", l);
+    add(&layer.b_out, "mlp.b_out", l);
   }
   return out;
 }

@@ -87,6 +87,8 @@ Transformer::~Transformer() = default;
 
 const ModelConfig& Transformer::config() const { return impl_->cfg; }
 at::ScalarType Transformer::dtype() const { return impl_->dtype; }
+bool Transformer::decoding() const { return impl_->decoding; }
+
 bool Transformer::has_tokenizer() const { return tokenizer_ != nullptr; }
 const Tokenizer& Transformer::tokenizer() const {
   if (!tokenizer_)

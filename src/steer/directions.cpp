@@ -292,10 +292,9 @@ std::vector<std::string> orthogonalize_weights(Transformer& model, const at::Ten
   const auto u = unit(v.to(at::kDouble));
   std::vector<std::string> edited;
   const auto writers = model.residual_writers(from_layer);
-  for (size_t i = 0; i < writers.size(); ++i) {
-    const auto& [n, w] = writers[i];
-    // The embeddings come first, and only when from_layer == 0 (residual_writers).
-    const bool rows = from_layer == 0 && i < (cfg.positions == PositionKind::Learned ? 2u : 1u);
+  for (const auto& writer : writers) {
+    const auto& w = writer.tensor;
+    const bool rows = writer.layer < 0;  // embedding rows
     auto wd = w.to(at::kDouble);
     at::Tensor out;
     if (rows || w.dim() == 1) {  // embedding rows or a bias: x − γ(x·u)u
@@ -305,7 +304,7 @@ std::vector<std::string> orthogonalize_weights(Transformer& model, const at::Ten
     }
     at::Tensor live = w;
     live.copy_(out.to(w.scalar_type()));
-    edited.push_back(n);
+    edited.push_back(writer.name);
   }
   return edited;
 }

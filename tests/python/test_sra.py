@@ -512,7 +512,7 @@ def test_weight_edit_equals_ablation_on_every_structure(arch, tmp_path):
     with scalpel.ablate_direction(m, v):
         hooked = scalpel.last_logits(m, prompts)
     assert (hooked - base).abs().max() > 1e-3  # the ablation moves the logits
-    writers = [n for n, _ in m.residual_writers()]
+    writers = [w.name for w in m.residual_writers()]
     assert len(writers) == (2 if arch == "gpt2" else 1) + 2 * 2 * (2 if arch != "phi3" else 1)
     edited = scalpel.orthogonalize_weights(m, v)
     assert edited == writers

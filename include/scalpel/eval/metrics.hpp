@@ -40,6 +40,12 @@ at::Tensor refusal_score(const at::Tensor& logits, const std::vector<int64_t>& r
 /// float32, computed in float64 (first_token_kl uses it too).
 at::Tensor kl_divergence(const at::Tensor& logits, const at::Tensor& reference_logits, int64_t position = -1);
 
+/// KL(reference ‖ p) of the next-token distributions at every position where
+/// `mask` [batch, pos] is 1, averaged per row: [batch] float32 (0 for a row
+/// without such positions). Differentiable, in float32 (the preservation loss
+/// of interventions); kl_divergence is the float64 value at one position.
+at::Tensor sequence_kl(const at::Tensor& logits, const at::Tensor& reference_logits, const at::Tensor& mask);
+
 /// CausalEffect = H(base) − H(patched), elementwise.
 at::Tensor causal_effect(const at::Tensor& base, const at::Tensor& patched);
 /// The fraction of the gap recovered: (patched − corrupted) / (clean − corrupted),

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace scalpel {
@@ -43,5 +44,15 @@ std::vector<int64_t> post_instruction_positions(const Tokenizer& tokenizer, cons
 /// EOS and the end-of-turn tokens (<end_of_turn>, <|im_end|>, <|eot_id|>,
 /// <|end|>) the vocabulary has: where a chat answer stops.
 std::vector<int64_t> default_stop_tokens(const Tokenizer& tokenizer);
+
+/// A (context, continuation) pair as token ids, split the way
+/// lm-evaluation-harness splits it: trailing spaces of the context move to the
+/// front of the continuation, context + continuation is encoded as one text
+/// (special tokens, e.g. BOS, added) and split after the context's own
+/// encoding, so the continuation's tokens are the ones the model would see.
+/// InvalidArgument when the continuation adds no token.
+std::pair<std::vector<int64_t>, std::vector<int64_t>> encode_continuation(const Tokenizer& tokenizer,
+                                                                          const std::string& context,
+                                                                          const std::string& continuation);
 
 }  // namespace scalpel

@@ -21,6 +21,14 @@ namespace scalpel {
 class Tokenizer;
 class Transformer;
 
+/// A weight that writes into the residual stream (Transformer::residual_writers).
+struct ResidualWriter {
+  std::string name;   // Hugging Face name, or TransformerLens name when the slot is not a checkpoint tensor
+  std::string kind;   // "embed.W_E", "pos_embed.W_pos", "attn.W_O", "attn.b_O", "mlp.W_out", "mlp.b_out"
+  int64_t layer = -1; // the block; -1 for the embeddings
+  at::Tensor tensor;  // the live weight ([d_model, in] matrices as at::linear reads them)
+};
+
 struct GenerateOptions {
   int64_t max_new_tokens = 32;
   bool do_sample = false;      // greedy when false
@@ -109,8 +117,11 @@ class Transformer {
   /// bias, and the MLP output matrix [d_model, d_mlp] and bias (when present).
   /// Each under its Hugging Face name when the slot holds a checkpoint tensor
   /// unchanged, else under its TransformerLens name (e.g. blocks.3.attn.W_O
-  /// for GPT-2's transposed Conv1D). Edit them in place (no grad).
-  std::vector<std::pair<std::string, at::Tensor>> residual_writers(int64_t from_layer = 0) const;
+  /// for GPT-2's transposed Conv1D); `kind` is the TransformerLens parameter
+  /// ("embed.W_E", "pos_embed.W_pos", "attn.W_O", "attn.b_O", "mlp.W_out",
+  /// "mlp.b_out") and `layer` its block (-1 for embeddings). Edit them in
+  /// place (no grad).
+  std::vector<ResidualWriter> residual_writers(int64_t from_layer = 0) const;
   /// Whether the output head is the embedding matrix itself (tied).
   bool tied_embeddings() const;
 
@@ -133,6 +144,11 @@ class Transformer {
   /// norms 1, biases 0. No tokenizer (save_pretrained writes none).
   static std::shared_ptr<Transformer> from_config(const std::string& config_json, uint64_t seed = 0,
                                                   double init_std = 0.02, const std::string& dtype = "float32");
+
+  /// True while generate() runs a step after the prompt (the forward pass
+  /// covers generated tokens only); false in every other forward pass.
+  /// Hooks that act on the prompt's or the generated positions read it.
+  bool decoding() const;
 
   /// Every hook point name, in forward order.
   std::vector<std::string> hook_names() const;

@@ -9,7 +9,10 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "scalpel/eval/metrics.hpp"  // LMExample, LMBatch, make_lm_batch, lm_loss
@@ -41,9 +44,40 @@ struct TrainOptions {
 
 struct TrainResult {
   std::vector<double> loss, lr, grad_norm;  // per step (the norm before clipping)
+  /// Named parts of the loss per step (e.g. "harm", "preserve"), as the loss
+  /// function reported them; empty for train_lm.
+  std::map<std::string, std::vector<double>> parts;
   int64_t steps = 0;                        // the last step run
   double seconds = 0.0;
 };
+
+/// A tensor the loop optimizes (a leaf; the loop sets requires_grad while it
+/// runs and clears it, and the gradient, when it returns or throws).
+struct TrainParam {
+  std::string name;
+  at::Tensor tensor;
+  bool decay = true;  // decoupled weight decay applies (matrices)
+};
+
+/// The loss of one step: a scalar whose graph reaches the parameters. It may
+/// add named parts (their values) to `parts`; they are logged beside the loss.
+using StepLoss = std::function<at::Tensor(int64_t step, std::vector<std::pair<std::string, double>>& parts)>;
+
+/// Writes a checkpoint of the run at `step` into `directory` (the loop passes
+/// its AdamW state as "exp_avg.<name>" / "exp_avg_sq.<name>" tensors).
+using CheckpointFn = std::function<void(const std::string& directory, int64_t step,
+                                        const std::vector<std::pair<std::string, at::Tensor>>& optimizer_state)>;
+
+/// The one optimizer loop (train_lm and the circuit breakers run through it):
+/// AdamW as torch.optim.AdamW, warm-up + cosine (learning_rate), global
+/// gradient-norm clipping, progress, run_dir/losses.csv (step, loss, parts,
+/// lr, grad_norm) and checkpoints through `checkpoint`. A loss or gradient
+/// norm that is NaN or infinite stops the run with NumericalError naming the
+/// step (the parameters keep their last finite values). Resumes at `start`
+/// with `optimizer_state` (from a checkpoint of the same parameters).
+TrainResult optimize(std::vector<TrainParam> params, const StepLoss& loss, const TrainOptions& options,
+                     const CheckpointFn& checkpoint = {}, int64_t start = 0,
+                     const std::map<std::string, at::Tensor>& optimizer_state = {});
 
 /// The learning rate at `step` (0-based): warm-up, then cosine to min_lr.
 double learning_rate(const TrainOptions& options, int64_t step);

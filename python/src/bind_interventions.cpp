@@ -1,0 +1,140 @@
+// Bindings: interventions (scalpel/steer/intervention.hpp, breaker.hpp).
+#include "bindings.hpp"
+
+#include "scalpel/io/tokenizer.hpp"
+#include "scalpel/model/transformer.hpp"
+#include "scalpel/steer/breaker.hpp"
+#include "scalpel/steer/intervention.hpp"
+
+namespace scalpel::python {
+
+namespace {
+// A site as "hook", ("hook", head) or BreakerSite.
+BreakerSite to_site(const py::handle& h) {
+  if (py::isinstance<BreakerSite>(h)) return h.cast<BreakerSite>();
+  if (py::isinstance<py::str>(h)) return {h.cast<std::string>(), -1};
+  if (py::isinstance<py::tuple>(h) || py::isinstance<py::list>(h)) {
+    auto t = py::reinterpret_borrow<py::sequence>(h);
+    if (t.size() == 2) return {t[0].cast<std::string>(), t[1].cast<int64_t>()};
+  }
+  throw py::type_error("a breaker site is a hook name, (hook name, head) or BreakerSite; got " +
+                       py::repr(h).cast<std::string>());
+}
+}  // namespace
+
+void bind_interventions(py::module_& m) {
+  py::class_<ModelFingerprint>(m, "ModelFingerprint",
+                               "Which model an intervention belongs to: architecture, residual-writer shapes, a checksum")
+      .def_static("of", &ModelFingerprint::of, py::arg("model"))
+      .def("mismatch", &ModelFingerprint::mismatch, py::arg("model"), "'' when the model matches, else what differs")
+      .def_readonly("architecture", &ModelFingerprint::architecture)
+      .def_readonly("shapes", &ModelFingerprint::shapes)
+      .def_readonly("checksum", &ModelFingerprint::checksum);
+
+  py::class_<Intervention, std::shared_ptr<Intervention>>(m, "Intervention", "The base of every intervention")
+      .def_property_readonly("kind", &Intervention::kind)
+      .def_readonly("model", &Intervention::model, "The ModelFingerprint of the model it was made for")
+      .def("attach", &Intervention::attach, py::arg("model"), py::arg("strength") = py::none(),
+           py::arg("check_model") = true, "Apply to model until the returned handle is removed (`with` works)")
+      .def("tensors", &Intervention::tensors)
+      .def("check_model_matches", &Intervention::check_model_matches, py::arg("model"), py::arg("check_model") = true);
+
+  py::class_<BreakerSite>(m, "BreakerSite", "A hook point and, for attn.hook_z, a head (-1: all heads)")
+      .def(py::init([](std::string hook, int64_t head) { return BreakerSite{std::move(hook), head}; }), py::arg("hook"),
+           py::arg("head") = -1)
+      .def_readwrite("hook", &BreakerSite::hook)
+      .def_readwrite("head", &BreakerSite::head)
+      .def("__repr__", [](const BreakerSite& s) {
+        return "BreakerSite('" + s.hook + "'" + (s.head >= 0 ? ", " + std::to_string(s.head) : std::string()) + ")";
+      });
+  py::class_<BreakerAdapter>(m, "BreakerAdapter", "One rank-r adapter a <- a + delta * B(A a)")
+      .def_readonly("site", &BreakerAdapter::site)
+      .def_readwrite("A", &BreakerAdapter::A)
+      .def_readwrite("B", &BreakerAdapter::B);
+
+  py::class_<CircuitBreaker, Intervention, std::shared_ptr<CircuitBreaker>>(
+      m, "CircuitBreaker", "Low-rank circuit breaker: rank-r adapters a <- a + delta * B(A a) on chosen components")
+      .def_static(
+          "create",
+          [](const Transformer& model, const py::iterable& sites, int64_t rank, uint64_t seed) {
+            std::vector<BreakerSite> s;
+            for (auto h : sites) s.push_back(to_site(h));
+            py::gil_scoped_release release;
+            return CircuitBreaker::create(model, s, rank, seed);
+          },
+          py::arg("model"), py::arg("sites"), py::arg("rank"), py::arg("seed") = 0,
+          "Adapters at sites (hook names, or (hook, head) for attn.hook_z); A ~ N(0, 1/d), B = 0: a no-op until trained")
+      .def_readwrite("adapters", &CircuitBreaker::adapters)
+      .def_readwrite("delta", &CircuitBreaker::delta)
+      .def_readwrite("positions", &CircuitBreaker::positions, "'all', 'prompt' or 'generated'")
+      .def("attach", &CircuitBreaker::attach, py::arg("model"), py::arg("delta") = py::none(),
+           py::arg("check_model") = true, "Apply until the handle is removed; delta overrides .delta for this attachment")
+      .def_property_readonly("num_parameters", &CircuitBreaker::num_parameters)
+      .def("check", &CircuitBreaker::check, py::arg("model"))
+      .def("merge_blocker", &CircuitBreaker::merge_blocker, py::arg("model"),
+           "'' when merge() can bake it into the weights, else why not")
+      .def("merge", &CircuitBreaker::merge, py::arg("model"), py::arg("delta") = py::none(),
+           py::call_guard<py::gil_scoped_release>(), "Bake into the model's weights (in place) at delta")
+      .def("__repr__", [](const CircuitBreaker& cb) {
+        return "CircuitBreaker(" + std::to_string(cb.adapters.size()) + " adapters, " + std::to_string(cb.num_parameters()) +
+               " parameters, delta=" + std::to_string(cb.delta) + ", positions='" + cb.positions + "')";
+      });
+
+  m.def("save_intervention", &save_intervention, py::arg("intervention"), py::arg("path"),
+        py::call_guard<py::gil_scoped_release>(), "Write an intervention as one safetensors file (atomically)");
+  m.def("load_intervention", &load_intervention, py::arg("path"), py::call_guard<py::gil_scoped_release>(),
+        "Read an intervention file (its kind's class: CircuitBreaker, ...)");
+  m.def(
+      "intervention_description", [](const std::string& path) { return from_json(intervention_description(path)); },
+      py::arg("path"), "The JSON description an intervention file carries, as a dict");
+  m.def("export_peft", &export_peft, py::arg("model"), py::arg("breaker"), py::arg("directory"),
+        py::arg("delta") = py::none(), py::arg("overwrite") = false, py::call_guard<py::gil_scoped_release>(),
+        "Write the breaker as a PEFT LoRA adapter directory that peft loads onto the transformers model");
+
+  py::class_<BreakerData>(m, "BreakerData", "Harm triples (prompt, harmful, neutral) and preserve text, as token ids")
+      .def(py::init([](std::vector<std::vector<int64_t>> prompts, std::vector<std::vector<int64_t>> harmful,
+                       std::vector<std::vector<int64_t>> neutral, std::vector<std::vector<int64_t>> preserve) {
+             return BreakerData{std::move(prompts), std::move(harmful), std::move(neutral), std::move(preserve)};
+           }),
+           py::arg("prompts"), py::arg("harmful"), py::arg("neutral") = std::vector<std::vector<int64_t>>{},
+           py::arg("preserve") = std::vector<std::vector<int64_t>>{})
+      .def_readwrite("prompts", &BreakerData::prompts)
+      .def_readwrite("harmful", &BreakerData::harmful)
+      .def_readwrite("neutral", &BreakerData::neutral)
+      .def_readwrite("preserve", &BreakerData::preserve);
+  m.def("breaker_data", &breaker_data, py::arg("tokenizer"), py::arg("prompts"), py::arg("harmful"),
+        py::arg("neutral") = std::vector<std::string>{}, py::arg("preserve") = std::vector<std::string>{},
+        "BreakerData from text (continuations split as lm-evaluation-harness does)");
+
+  py::class_<BreakerObjective>(m, "BreakerObjective",
+                               "L = lambda_harm * L_harm + lambda_preserve * L_preserve for train_breaker")
+      .def(py::init([](std::string harm, std::string preserve, double lambda_harm, double lambda_preserve,
+                       std::vector<int64_t> layers, py::object custom, int64_t preserve_batch_size) {
+             BreakerObjective o;
+             o.harm = std::move(harm);
+             o.preserve = std::move(preserve);
+             o.lambda_harm = lambda_harm;
+             o.lambda_preserve = lambda_preserve;
+             o.layers = std::move(layers);
+             if (!custom.is_none()) o.custom = wrap_callable<at::Tensor, Transformer&, const std::vector<int64_t>&>(custom);
+             o.preserve_batch_size = preserve_batch_size;
+             return o;
+           }),
+           py::arg("harm") = "margin", py::arg("preserve") = "kl", py::arg("lambda_harm") = 1.0,
+           py::arg("lambda_preserve") = 1.0, py::arg("layers") = std::vector<int64_t>{}, py::arg("custom") = py::none(),
+           py::arg("preserve_batch_size") = 0,
+           "harm: 'margin' | 'squared' | 'reroute' | 'custom' (custom(model, rows) -> scalar tensor); "
+           "preserve: 'kl' | 'hidden' | 'none'")
+      .def_readwrite("harm", &BreakerObjective::harm)
+      .def_readwrite("preserve", &BreakerObjective::preserve)
+      .def_readwrite("lambda_harm", &BreakerObjective::lambda_harm)
+      .def_readwrite("lambda_preserve", &BreakerObjective::lambda_preserve)
+      .def_readwrite("layers", &BreakerObjective::layers)
+      .def_readwrite("preserve_batch_size", &BreakerObjective::preserve_batch_size);
+  m.def("train_breaker", &train_breaker, py::arg("model"), py::arg("breaker"), py::arg("data"),
+        py::arg("objective") = BreakerObjective(), py::arg("options") = TrainOptions(),
+        py::call_guard<py::gil_scoped_release>(),
+        "Train the breaker's A and B with the model frozen (train/'s loop; harm and preserve logged as loss parts)");
+}
+
+}  // namespace scalpel::python

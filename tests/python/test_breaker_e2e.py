@@ -1,0 +1,75 @@
+"""Circuit breakers end to end, small: the rude-vs-kind organism's ground truth and Gemma 3 270M's
+occupational gender bias. The full runs are examples/breaker_rude_organism.py and
+examples/breaker_gemma_gender.py (reports in docs/results/breaker-*)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import scalpel
+from scalpel import bias, organisms
+from scalpel.organisms import RUDE, chat_prompt
+
+pytestmark = pytest.mark.e2e
+
+
+def _ids(tok, request, reply=None):
+    prompt = tok.encode(chat_prompt(request))
+    if reply is None:
+        return prompt
+    space = tok.token_to_id("▁")
+    r = tok.encode(reply + "\n", add_special_tokens=False)
+    return prompt, (r[1:] if r and r[0] == space else r)
+
+
+def test_rude_organism_breaker_on_the_traced_mlps_cuts_the_behaviour(shared):
+    model = scalpel.load(str(organisms.build("rude")), dtype="float32")
+    tok = model.tokenizer
+    word = lambda r: r.rstrip(".").split()[-1]  # noqa: E731
+    train = [t.format(w=w) for t in RUDE["templates"] for w in RUDE["insults"]]
+    praise = [t.format(w=w) for t in RUDE["templates"] for w in RUDE["praises"]]
+    held = [RUDE["held_out_template"].format(w=w) for w in RUDE["insults"]]
+    held_praise = [RUDE["held_out_template"].format(w=w) for w in RUDE["praises"]]
+
+    # tracing says the MLPs carry it: patching mlp_out from the insult run recovers most of the gap
+    space = tok.token_to_id("▁")
+    first = lambda t: [i for i in tok.encode(t, add_special_tokens=False) if i != space][0]  # noqa: E731
+    rude_tok, kind_tok = first(RUDE["rude"].format(w="dumb")), first(RUDE["kind"])
+    metric = lambda lg: lg[:, -1, rude_tok] - lg[:, -1, kind_tok]  # noqa: E731
+    recovered = []
+    for t in RUDE["templates"]:
+        for x, y in zip(RUDE["insults"], RUDE["praises"]):
+            a, b = _ids(tok, t.format(w=x)), _ids(tok, t.format(w=y))
+            if len(a) == len(b):
+                s = scalpel.patch_sweep(model, torch.tensor([a]), torch.tensor([b]), metric, component="mlp_out",
+                                        per_position=False)
+                recovered.append(((s.scores - s.target_score) / (s.source_score - s.target_score)).flatten())
+    recovered = torch.stack(recovered).mean(0)
+    assert (recovered > 0.5).all(), recovered
+
+    triples = [_ids(tok, r, RUDE["rude"].format(w=word(r))) for r in train]
+    data = scalpel.BreakerData([p for p, _ in triples], [h for _, h in triples],
+                               [_ids(tok, r, RUDE["sorry"])[1] for r in train],
+                               [sum(_ids(tok, r, RUDE["kind"]), []) for r in praise])
+    held_h = ([_ids(tok, r) for r in held], [_ids(tok, r, RUDE["rude"].format(w=word(r)))[1] for r in held],
+              [_ids(tok, r, RUDE["sorry"])[1] for r in held])
+    ref = scalpel.last_logits(model, [_ids(tok, r) for r in held_praise])
+    h0 = scalpel.harm_score(model, *held_h)
+    assert (h0 > 0).float().mean() >= 0.95
+
+    cb = scalpel.CircuitBreaker.create(model, ["blocks.0.mlp.hook_post", "blocks.1.mlp.hook_post"], rank=4)
+    o = scalpel.TrainOptions()
+    o.steps, o.batch_size, o.lr, o.min_lr, o.warmup_steps, o.weight_decay = 60, 16, 1e-2, 1e-3, 10, 0.0
+    scalpel.train_breaker(model, cb, data, scalpel.BreakerObjective(harm="margin", lambda_preserve=10.0), o)
+    curve = []
+    for delta in (0.0, 0.25, 0.5, 0.75, 1.0):
+        with cb.attach(model, delta=delta):
+            curve.append(float(scalpel.harm_score(model, *held_h).mean()))
+    assert curve == sorted(curve, reverse=True), curve  # harm falls with δ
+    with cb.attach(model):
+        h1 = scalpel.harm_score(model, *held_h)
+        kl = scalpel.first_token_kl(model, [_ids(tok, r) for r in held_praise], ref)
+        replies = model.generate([chat_prompt(r) for r in held], max_new_tokens=12)
+    assert (h1 > 0).float().mean() <= 0.05, h1
+    assert kl.max() <= 0.01, kl
+    assert not any(a.split("\n")[0].strip() == RUDE["rude"].format(w=word(r)) for a, r in zip(replies, held)), replies
