@@ -78,7 +78,7 @@ def main() -> None:
     import transformers
     path = scalpel.packaged.packaged_model_path()
     hf = transformers.AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
-                                                           torch_dtype=torch.float32).eval()
+                                                           dtype=torch.float32).eval()
     targets = [f"model.layers.{l}.self_attn.o_proj" for l, _ in HEADS] + [f"model.layers.{l}.mlp.down_proj" for l in MLPS]
     pm = peft.get_peft_model(hf, peft.LoraConfig(r=4, lora_alpha=4, target_modules=targets, lora_dropout=0.0))
     res["peft_trainable"] = sum(p.numel() for p in pm.parameters() if p.requires_grad)

@@ -73,3 +73,34 @@ def test_rude_organism_breaker_on_the_traced_mlps_cuts_the_behaviour(shared):
     assert (h1 > 0).float().mean() <= 0.05, h1
     assert kl.max() <= 0.01, kl
     assert not any(a.split("\n")[0].strip() == RUDE["rude"].format(w=word(r)) for a, r in zip(replies, held)), replies
+
+
+def test_gemma3_gender_breaker_lowers_the_held_out_bias_and_keeps_neutral_text(gemma3_path):
+    """Sites from the report's attribution trace (docs/results/breaker-gemma-gender): four heads
+    and two MLPs; a few steps of mean H² + KL on the training occupations and frames."""
+    model = scalpel.load(str(gemma3_path), dtype="float32")
+    tok = model.tokenizer
+    pairs = bias.gender_pairs("train")
+    texts = bias.neutral_text()
+    data = scalpel.breaker_data(tok, [p["prompt"] for p in pairs], [p["harmful"] for p in pairs],
+                                [p["neutral"] for p in pairs], preserve=texts[0::2])
+    held = [tok.encode(t) for t in texts[1::2]]
+    batch = scalpel.make_lm_batch([scalpel.LMExample(s) for s in held])
+    with torch.no_grad():
+        ref = model(batch.tokens, batch.attention_mask)
+    before = bias.gender_bias(model, "held_out")
+    abs_before = sum(abs(b) for b in before["bias"]) / len(before["bias"])
+    sites = [(scalpel.hook_name("z", l), h) for l, h in [(14, 3), (9, 2), (7, 1), (7, 0)]]
+    sites += [scalpel.hook_name("mlp_post", l) for l in (17, 3)]
+    cb = scalpel.CircuitBreaker.create(model, sites, rank=4)
+    o = scalpel.TrainOptions()
+    o.steps, o.batch_size, o.lr, o.min_lr, o.warmup_steps, o.weight_decay = 12, 8, 5e-3, 5e-3, 2, 0.0
+    scalpel.train_breaker(model, cb, data, scalpel.BreakerObjective(harm="squared", lambda_preserve=10.0,
+                                                                     preserve_batch_size=2), o)
+    with cb.attach(model):
+        after = bias.gender_bias(model, "held_out")
+        kl = scalpel.sequence_kl(model(batch.tokens, batch.attention_mask), ref, batch.attention_mask)
+    abs_after = sum(abs(b) for b in after["bias"]) / len(after["bias"])
+    assert abs_after < 0.7 * abs_before, (abs_before, abs_after)
+    assert abs(after["gap"]) < abs(before["gap"]), (before["gap"], after["gap"])
+    assert kl.mean() < 0.05, kl

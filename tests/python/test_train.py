@@ -177,3 +177,30 @@ def test_from_config_is_seeded_and_parameters_need_a_known_layout(tmp_path):
     with pytest.raises(scalpel.UnsupportedError, match="llama, mistral or qwen2"):
         scalpel.Transformer.from_config(json.dumps({"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
                                                     "n_embd": 32, "n_layer": 1, "n_head": 4, "vocab_size": 50}))
+
+
+@pytest.mark.oracle
+def test_optimize_on_own_tensors_equals_torch_adamw_and_stops_on_nan(tmp_path):
+    """The one loop on a user's tensors: each step equals torch.optim.AdamW (no clipping, constant
+    lr) on the same loss; loss parts land in losses.csv; a NaN loss stops it, parameters kept."""
+    target = torch.tensor([3.0, -1.0, 0.5])
+    x = torch.zeros(3)
+    ref = torch.zeros(3, requires_grad=True)
+    opts = scalpel.TrainOptions()
+    opts.steps, opts.lr, opts.min_lr, opts.warmup_steps, opts.grad_clip, opts.weight_decay = 25, 0.1, 0.1, 0, 0.0, 0.01
+    opts.beta2, opts.run_dir = 0.999, str(tmp_path / "run")
+    res = scalpel.optimize([scalpel.TrainParam("x", x)], lambda step: ((x - target).pow(2).sum(), {"dist": 1.0}), opts)
+    opt = torch.optim.AdamW([ref], lr=0.1, betas=(0.9, 0.999), eps=opts.eps, weight_decay=0.01)
+    for _ in range(25):
+        opt.zero_grad()
+        (ref - target).pow(2).sum().backward()
+        opt.step()
+    assert torch.allclose(x, ref.detach(), atol=1e-6), (x, ref)
+    assert not x.requires_grad and res.parts["dist"] == [1.0] * 25
+    assert (tmp_path / "run" / "losses.csv").read_text().splitlines()[0] == "step,loss,dist,lr,grad_norm"
+    kept = x.clone()
+    with pytest.raises(FloatingPointError, match="step 1"):
+        scalpel.optimize([scalpel.TrainParam("x", x)], lambda step: (x * float("nan")).sum(), opts)
+    assert torch.equal(x, kept)
+    with pytest.raises(ValueError, match="gradient"):
+        scalpel.optimize([scalpel.TrainParam("x", x)], lambda step: torch.tensor(1.0), opts)
