@@ -74,7 +74,7 @@ void bind_interventions(py::module_& m) {
       .def("merge_blocker", &CircuitBreaker::merge_blocker, py::arg("model"),
            "'' when merge() can bake it into the weights, else why not")
       .def("merge", &CircuitBreaker::merge, py::arg("model"), py::arg("delta") = py::none(),
-           py::call_guard<py::gil_scoped_release>(), "Bake into the model's weights (in place) at delta")
+           py::arg("check_model") = true, py::call_guard<py::gil_scoped_release>(), "Bake into the model's weights (in place) at delta")
       .def("__repr__", [](const CircuitBreaker& cb) {
         return "CircuitBreaker(" + std::to_string(cb.adapters.size()) + " adapters, " + std::to_string(cb.num_parameters()) +
                " parameters, delta=" + std::to_string(cb.delta) + ", positions='" + cb.positions + "')";
@@ -88,7 +88,8 @@ void bind_interventions(py::module_& m) {
       "intervention_description", [](const std::string& path) { return from_json(intervention_description(path)); },
       py::arg("path"), "The JSON description an intervention file carries, as a dict");
   m.def("export_peft", &export_peft, py::arg("model"), py::arg("breaker"), py::arg("directory"),
-        py::arg("delta") = py::none(), py::arg("overwrite") = false, py::call_guard<py::gil_scoped_release>(),
+        py::arg("delta") = py::none(), py::arg("overwrite") = false, py::arg("check_model") = true,
+        py::call_guard<py::gil_scoped_release>(),
         "Write the breaker as a PEFT LoRA adapter directory that peft loads onto the transformers model");
 
   py::class_<BreakerData>(m, "BreakerData", "Harm triples (prompt, harmful, neutral) and preserve text, as token ids")

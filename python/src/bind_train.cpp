@@ -67,6 +67,9 @@ void bind_train(py::module_& m) {
           }
           return out.cast<at::Tensor>();
         };
+        if (!options.resume_from.empty())
+          throw py::value_error("optimize: resume_from is for train_lm (it restores a model); got \"" +
+                                options.resume_from + "\"");
         py::gil_scoped_release release;
         return optimize(std::move(params), fn, options);
       },

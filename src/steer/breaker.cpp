@@ -7,6 +7,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -284,6 +285,8 @@ CircuitBreaker CircuitBreaker::create(const Transformer& model, const std::vecto
 }
 
 void CircuitBreaker::check(const Transformer& model) const {
+  if (!std::isfinite(delta))
+    throw InvalidArgument(detail::expected_got("breaker delta", "a finite number", std::to_string(delta)));
   if (positions != "all" && positions != "prompt" && positions != "generated")
     throw InvalidArgument(detail::expected_got("breaker positions", "\"all\", \"prompt\" or \"generated\"", "\"" + positions + "\""));
   for (size_t i = 0; i < adapters.size(); ++i) {
@@ -386,7 +389,8 @@ std::string CircuitBreaker::merge_blocker(const Transformer& model) const {
   return "";
 }
 
-void CircuitBreaker::merge(Transformer& model, std::optional<double> d) const {
+void CircuitBreaker::merge(Transformer& model, std::optional<double> d, bool check_model) const {
+  check_model_matches(model, check_model);  // merging twice, or into another model, would be silent otherwise
   const auto why = merge_blocker(model);
   if (!why.empty())
     throw Unsupported(detail::expected_got("merge the circuit breaker", "sites whose edit is a weight update", why,
@@ -408,7 +412,8 @@ void CircuitBreaker::merge(Transformer& model, std::optional<double> d) const {
 // ------------------------------------------------------------------ PEFT --
 
 void export_peft(const Transformer& model, const CircuitBreaker& cb, const std::string& directory,
-                 std::optional<double> d, bool overwrite) {
+                 std::optional<double> d, bool overwrite, bool check_model) {
+  cb.check_model_matches(model, check_model);  // LoRA factors are computed from the model's own matrices
   const auto why = cb.merge_blocker(model);
   if (!why.empty())
     throw Unsupported(detail::expected_got("export_peft", "a breaker that merges into weights", why,
@@ -428,7 +433,7 @@ void export_peft(const Transformer& model, const CircuitBreaker& cb, const std::
         wname.compare(wname.size() - suffix.size(), suffix.size(), suffix) != 0)
       throw Unsupported(detail::expected_got("export_peft target", "a Hugging Face Linear weight", wname,
                                              "the checkpoint stores this matrix in another layout (e.g. GPT-2's "
-                                             "Conv1D); merge() and save_pretrained work instead"));
+                                             "Conv1D); merge() works on it, save_pretrained does not support this layout"));
     if (!e.output.empty() && e.bias && e.bias->tensor.abs().max().item<double>() != 0.0)
       throw Unsupported(detail::expected_got("export_peft " + e.output.front()->site.hook, "an output matrix without bias",
                                              "bias " + e.bias->name, "a LoRA adapter cannot change a bias; merge() can"));
@@ -491,6 +496,15 @@ TrainResult train_breaker(Transformer& model, CircuitBreaker& cb, const BreakerD
                           const TrainOptions& options) {
   cb.check(model);
   cb.check_model_matches(model);
+  if (options.steps <= 0 || options.batch_size <= 0)
+    throw InvalidArgument(detail::expected_got("TrainOptions.steps and batch_size", "positive",
+                                               std::to_string(options.steps) + " and " + std::to_string(options.batch_size)));
+  if (!options.resume_from.empty() || !options.trainable.empty())
+    throw InvalidArgument(detail::expected_got("TrainOptions for train_breaker", "no resume_from and no trainable",
+                                               "resume_from \"" + options.resume_from + "\", " +
+                                                   std::to_string(options.trainable.size()) + " trainable prefixes",
+                                               "a breaker trains its own A and B and does not resume; load its "
+                                               "checkpoint's breaker.safetensors and train on"));
   const auto& cfg = model.config();
   const std::vector<std::string> harms = {"margin", "squared", "reroute", "custom"};
   const std::vector<std::string> keeps = {"kl", "hidden", "none"};
@@ -498,6 +512,11 @@ TrainResult train_breaker(Transformer& model, CircuitBreaker& cb, const BreakerD
     throw InvalidArgument(detail::expected_got("BreakerObjective.harm", detail::join_names(harms), "\"" + obj.harm + "\""));
   if (std::find(keeps.begin(), keeps.end(), obj.preserve) == keeps.end())
     throw InvalidArgument(detail::expected_got("BreakerObjective.preserve", detail::join_names(keeps), "\"" + obj.preserve + "\""));
+  if (obj.harm == "custom" && cb.positions != "all")
+    throw InvalidArgument(detail::expected_got("BreakerObjective.harm = \"custom\"", "a breaker with positions \"all\"",
+                                               "positions \"" + cb.positions + "\"",
+                                               "a custom metric runs its own forward passes, so scalpel cannot tell its "
+                                               "prompt from its completion positions"));
   if (obj.harm == "custom" && !obj.custom)
     throw InvalidArgument(detail::expected_got("BreakerObjective.custom", "a function (harm = \"custom\")", "none"));
   const size_t n = data.prompts.size();
@@ -542,7 +561,8 @@ TrainResult train_breaker(Transformer& model, CircuitBreaker& cb, const BreakerD
   // cos(h', h) is at its maximum where the breaker is a no-op, so its gradient
   // vanishes there: a rerouting run starting from B = 0 gets a small random B.
   if (obj.harm == "reroute" &&
-      std::all_of(cb.adapters.begin(), cb.adapters.end(), [](const BreakerAdapter& a) { return a.B.abs().max().item<double>() == 0.0; })) {
+      std::all_of(cb.adapters.begin(), cb.adapters.end(),
+                  [](const BreakerAdapter& a) { return a.A.size(0) == 0 || a.B.abs().max().item<double>() == 0.0; })) {
     auto gen = at::make_generator<at::CPUGeneratorImpl>(options.seed + 7919);
     at::NoGradGuard no_grad;
     for (auto& a : cb.adapters)
@@ -624,7 +644,10 @@ TrainResult train_breaker(Transformer& model, CircuitBreaker& cb, const BreakerD
       std::vector<LMExample> ex;
       for (int64_t i = 0; i < preserve_batch; ++i) ex.push_back({data.preserve[pick_p(rng)], {}});
       const auto batch = make_lm_batch(ex);
-      state->completion_mask = at::zeros_like(batch.attention_mask, at::kFloat);  // preserve text counts as prompt
+      // The preserve text stands for any input: the breaker acts on all of it, whatever its positions
+      // rule (a "generated" breaker acts on every generated token at inference).
+      state->completion_mask = cb.positions == "generated" ? at::ones_like(batch.attention_mask, at::kFloat)
+                                                            : at::zeros_like(batch.attention_mask, at::kFloat);
       if (obj.preserve == "kl") {
         at::Tensor ref;
         {

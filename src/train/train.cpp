@@ -96,12 +96,18 @@ TrainResult optimize(std::vector<TrainParam> params, const StepLoss& loss_fn, co
     if (!p.tensor.defined() || !at::isFloatingType(p.tensor.scalar_type()))
       throw InvalidArgument(detail::expected_got("parameter " + p.name, "a floating-point tensor",
                                                  p.tensor.defined() ? c10::toString(p.tensor.scalar_type()) : "undefined"));
+    if (!p.tensor.is_leaf())
+      throw InvalidArgument(detail::expected_got("parameter " + p.name, "a leaf tensor", "the result of a computation",
+                                                 "pass the tensor itself (e.g. x.detach()), not an expression of it"));
     State st{at::zeros_like(p.tensor), at::zeros_like(p.tensor)};
     if (start > 0) {
       auto m = optimizer_state.find("exp_avg." + p.name), v = optimizer_state.find("exp_avg_sq." + p.name);
       if (m == optimizer_state.end() || v == optimizer_state.end())
         throw FormatError(detail::expected_got(o.resume_from + "/optimizer.safetensors", "the state of " + p.name, "absent",
                                                "resume with the trainable set of the run that wrote it"));
+      if (m->second.sizes() != p.tensor.sizes() || v->second.sizes() != p.tensor.sizes())
+        throw ShapeError(detail::expected_got(o.resume_from + "/optimizer.safetensors: state of " + p.name,
+                                              "shape " + c10::str(p.tensor.sizes()), "shape " + c10::str(m->second.sizes())));
       st = {m->second, v->second};
     }
     state.push_back(st);
@@ -123,10 +129,12 @@ TrainResult optimize(std::vector<TrainParam> params, const StepLoss& loss_fn, co
     while (start > 0 && std::getline(old, line))
       if (!line.empty() && line[0] != 's' && std::stoll(line.substr(0, line.find(','))) <= start) csv.push_back(line);
   }
+  std::vector<bool> had_grad;  // requires_grad as the caller had it, restored at the end
+  for (const auto& p : params) had_grad.push_back(p.tensor.requires_grad());
   auto release = [&]() {
-    for (auto& p : params) {
-      p.tensor.requires_grad_(false);
-      p.tensor.mutable_grad() = at::Tensor();
+    for (size_t i = 0; i < params.size(); ++i) {
+      params[i].tensor.requires_grad_(had_grad[i]);
+      params[i].tensor.mutable_grad() = at::Tensor();
     }
   };
   for (auto& p : params) p.tensor.requires_grad_(true);

@@ -111,6 +111,8 @@ def test_merge_equals_attach_and_unmergeable_sites_say_why():
         attached = m(t)
     cb.merge(m)
     assert (m(t) - attached).abs().max() < 1e-4
+    with pytest.raises(ValueError, match="checksum"):  # merging twice would apply the edit twice
+        cb.merge(m)
     m2 = _tiny()
     resid = scalpel.CircuitBreaker.create(m2, ["blocks.1.hook_resid_post"], rank=2)
     assert "residual stream" in resid.merge_blocker(m2)
@@ -266,6 +268,13 @@ def test_custom_harm_and_the_nan_guard():
         scalpel.train_breaker(m, cb, data, scalpel.BreakerObjective(harm="custom"), opts)
     with pytest.raises(ValueError, match="harm"):
         scalpel.train_breaker(m, cb, data, scalpel.BreakerObjective(harm="worse"), opts)
+    cb.positions = "prompt"
+    with pytest.raises(ValueError, match="positions"):
+        scalpel.train_breaker(m, cb, data, scalpel.BreakerObjective(harm="custom", custom=push_token_9_down), opts)
+    cb.positions = "all"
+    opts.resume_from = "somewhere"
+    with pytest.raises(ValueError, match="resume_from"):
+        scalpel.train_breaker(m, cb, data, scalpel.BreakerObjective(), opts)
 
 
 # ---------------------------------------------------------------- oracle --

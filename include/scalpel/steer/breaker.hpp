@@ -90,7 +90,9 @@ class CircuitBreaker : public Intervention {
   /// update of that matrix (and its bias). Unsupported, saying why, when a
   /// site cannot merge (the residual stream; post-norm outputs as Gemma's;
   /// positions other than "all").
-  void merge(Transformer& model, std::optional<double> delta = std::nullopt) const;
+  /// Refuses (as attach does) a model it was not made for: merging twice
+  /// would otherwise apply the edit twice.
+  void merge(Transformer& model, std::optional<double> delta = std::nullopt, bool check_model = true) const;
 };
 
 /// Writes a PEFT LoRA adapter (adapter_config.json, adapter_model.safetensors)
@@ -103,7 +105,7 @@ class CircuitBreaker : public Intervention {
 /// carries none), or when the target matrix is not a checkpoint tensor under
 /// a Hugging Face name (e.g. GPT-2's Conv1D).
 void export_peft(const Transformer& model, const CircuitBreaker& breaker, const std::string& directory,
-                 std::optional<double> delta = std::nullopt, bool overwrite = false);
+                 std::optional<double> delta = std::nullopt, bool overwrite = false, bool check_model = true);
 
 /// Data for train_breaker (token ids; build them with the model's tokenizer).
 struct BreakerData {
@@ -148,7 +150,8 @@ struct BreakerObjective {
 /// Trains the breaker's A and B (the model stays frozen) through train/'s
 /// loop (AdamW, schedule, clipping, seeded batches, NaN guard; harm and
 /// preserve logged as loss parts in run_dir/losses.csv). Weight decay applies
-/// to A and B. Returns the loop's result.
+/// to A and B; resume_from and trainable are refused (the checkpoints hold the
+/// breaker only). Returns the loop's result.
 TrainResult train_breaker(Transformer& model, CircuitBreaker& breaker, const BreakerData& data,
                           const BreakerObjective& objective, const TrainOptions& options);
 
