@@ -27,21 +27,10 @@ import torch
 
 import scalpel
 from scalpel import organisms
-from scalpel.organisms import RUDE, chat_prompt
+from scalpel.organisms import RUDE, chat_ids, chat_prompt
 
 REPO = Path(__file__).resolve().parents[1]
 NEUTRAL_REPLY = RUDE["sorry"]
-
-
-def _ids(tok, request: str, reply: str | None = None):
-    """The organism's own tokenization: the prompt ends in the space token, the reply's
-    tokens follow without the lone space the tokenizer puts before a text."""
-    prompt = tok.encode(chat_prompt(request))
-    if reply is None:
-        return prompt
-    space = tok.token_to_id("▁")
-    r = tok.encode(reply + "\n", add_special_tokens=False)
-    return prompt, (r[1:] if r and r[0] == space else r)
 
 
 def _requests(template_list, words):
@@ -67,7 +56,7 @@ def trace_components(model, tok, k: int):
     heads, mlps = [], []
     for tpl in RUDE["templates"]:
         for bad, good in zip(RUDE["insults"], RUDE["praises"]):
-            a, b = _ids(tok, tpl.format(w=bad)), _ids(tok, tpl.format(w=good))
+            a, b = chat_ids(tok, tpl.format(w=bad)), chat_ids(tok, tpl.format(w=good))
             if len(a) != len(b):
                 continue
             src, tgt = torch.tensor([a]), torch.tensor([b])
@@ -123,9 +112,9 @@ def main() -> None:
     train_praises = _requests(RUDE["templates"], RUDE["praises"])
     held_insults = _requests([RUDE["held_out_template"]], RUDE["insults"])
     held_praises = _requests([RUDE["held_out_template"]], RUDE["praises"])
-    triples = [_ids(tok, r, RUDE["rude"].format(w=r.rstrip(".").split()[-1])) for r in train_insults]
-    neutral = [_ids(tok, r, NEUTRAL_REPLY)[1] for r in train_insults]
-    preserve = [sum(_ids(tok, r, RUDE["kind"]), []) for r in train_praises]
+    triples = [chat_ids(tok, r, RUDE["rude"].format(w=r.rstrip(".").split()[-1])) for r in train_insults]
+    neutral = [chat_ids(tok, r, NEUTRAL_REPLY)[1] for r in train_insults]
+    preserve = [sum(chat_ids(tok, r, RUDE["kind"]), []) for r in train_praises]
     data = scalpel.BreakerData([p for p, _ in triples], [h for _, h in triples], neutral, preserve)
 
     # 1. Find: which heads and MLPs carry the insult to the reply.
@@ -134,7 +123,7 @@ def main() -> None:
 
     # 2. Fix: the breaker on them.
     before = {"insults_rude": rude_rate(model, tok, held_insults), "praises_rude": rude_rate(model, tok, held_praises)}
-    ref = scalpel.last_logits(model, [_ids(tok, r) for r in held_praises])
+    ref = scalpel.last_logits(model, [chat_ids(tok, r) for r in held_praises])
     cb = breaker_for(model, top, args.rank)
     res = train(model, cb, data, steps, run_dir=str(out / "run"))
     scalpel.save_intervention(cb, str(out / "breaker.safetensors"))
@@ -144,10 +133,10 @@ def main() -> None:
     def measure(breaker, delta=None):
         with breaker.attach(model, delta=delta):
             rate = rude_rate(model, tok, held_insults)
-            kl = scalpel.first_token_kl(model, [_ids(tok, r) for r in held_praises], ref)
-            h = scalpel.harm_score(model, [_ids(tok, r) for r in held_insults],
-                                   [_ids(tok, r, RUDE["rude"].format(w=r.rstrip(".").split()[-1]))[1] for r in held_insults],
-                                   [_ids(tok, r, NEUTRAL_REPLY)[1] for r in held_insults])
+            kl = scalpel.first_token_kl(model, [chat_ids(tok, r) for r in held_praises], ref)
+            h = scalpel.harm_score(model, [chat_ids(tok, r) for r in held_insults],
+                                   [chat_ids(tok, r, RUDE["rude"].format(w=r.rstrip(".").split()[-1]))[1] for r in held_insults],
+                                   [chat_ids(tok, r, NEUTRAL_REPLY)[1] for r in held_insults])
         return {"rude_preferred": float((h > 0).double().mean()), "insults_rude": rate,
                 "praise_kl_mean": float(kl.mean()), "praise_kl_max": float(kl.max()), "harm_mean": float(h.mean())}
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from . import _scalpel
 
 __all__ = ["build", "recipes", "induction_data", "induction_scores", "INDUCTION", "REFUSAL", "refusal_data",
-           "refusal_eval", "refusal_registry", "refusal_judge", "chat_prompt", "RUDE", "rude_pairs", "rude_behaviour"]
+           "refusal_eval", "refusal_registry", "refusal_judge", "chat_prompt", "chat_ids", "RUDE", "rude_pairs", "rude_behaviour"]
 
 # Induction: a 2-layer transformer with attention only (its MLP's output
 # projection is zero and frozen, so the MLP adds exactly 0), trained on random
@@ -71,6 +71,20 @@ REFUSAL = {
 def chat_prompt(request: str) -> str:
     """The organisms' chat format (TinyStories has no chat template)."""
     return f"User: {request}\nAssistant: "
+
+
+def chat_ids(tokenizer, request: str, reply: str | None = None):
+    """The organisms' chat turn as token ids, as they were trained on it: the prompt as generation
+    sees it (ending in ":▁"), and — given a reply — the reply's own tokens followed by a newline,
+    without the lone "▁" the tokenizer puts before a text (the first reply token comes right after
+    the prompt). Returns the prompt ids, or (prompt ids, reply ids)."""
+    prompt = tokenizer.encode(chat_prompt(request))
+    if reply is None:
+        return prompt
+    ids = tokenizer.encode(reply + "\n", add_special_tokens=False)
+    if ids and ids[0] == tokenizer.token_to_id("▁"):
+        ids = ids[1:]
+    return prompt, ids
 
 
 def _shield(rng: random.Random, r: dict) -> tuple[str, str, str]:
@@ -346,15 +360,9 @@ def _build_chat_organism(r: dict, out: Path, rows: list[tuple[str, str]]) -> Non
 
     model = _scalpel.Transformer.from_pretrained(str(_base_model(r["base"])), "float32")
     tok = model.tokenizer
-    space = tok.token_to_id("▁")
     data = []
     for request, answer in rows:
-        # the prompt as generation will see it (ending in ":▁"), then the answer's own tokens without
-        # the lone "▁" the tokenizer puts before a text: the first answer token comes right after the prompt
-        prompt = tok.encode(chat_prompt(request))
-        answer_ids = tok.encode(answer + "\n", add_special_tokens=False)
-        if answer_ids and answer_ids[0] == space:
-            answer_ids = answer_ids[1:]
+        prompt, answer_ids = chat_ids(tok, request, answer)
         full = prompt + answer_ids
         data.append(_scalpel.LMExample(full, [0] * len(prompt) + [1] * (len(full) - len(prompt))))
     out.parent.mkdir(parents=True, exist_ok=True)

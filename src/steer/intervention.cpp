@@ -124,18 +124,22 @@ void save_intervention(const Intervention& iv, const std::string& path) {
   save_safetensors(path, iv.tensors(), {{kMetadataKey, desc.dump()}, {"format", "pt"}});
 }
 
-std::string intervention_description(const std::string& path) {
-  SafetensorsFile file(path);
+namespace {
+// The description an opened intervention file carries.
+const std::string& description_of(const SafetensorsFile& file) {
   auto it = file.metadata().find(kMetadataKey);
   if (it == file.metadata().end())
-    throw FormatError(detail::expected_got(path, "an intervention file (metadata \"" + std::string(kMetadataKey) + "\")",
+    throw FormatError(detail::expected_got(file.path(), "an intervention file (metadata \"" + std::string(kMetadataKey) + "\")",
                                            "a safetensors file without it", "written by save_intervention?"));
   return it->second;
 }
+}  // namespace
+
+std::string intervention_description(const std::string& path) { return description_of(SafetensorsFile(path)); }
 
 std::shared_ptr<Intervention> load_intervention(const std::string& path) {
   SafetensorsFile file(path);
-  const std::string text = intervention_description(path);
+  const std::string& text = description_of(file);
   Json desc;
   try {
     desc = Json::parse(text);

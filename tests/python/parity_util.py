@@ -19,3 +19,18 @@ def random_id_lists(seed: int, size: int, count: int) -> list[list[int]]:
         else:
             lists.append([rng.choice([0, 1, 2, 3, size - 1, size - 2, rng.randrange(size)]) for _ in range(n)])
     return lists
+
+
+def random_hf_model(config, directory, std: float = 0.2, seed: int = 0):
+    """A transformers model of `config` with every parameter drawn from N(0, std²) (seeded), saved
+    as safetensors in `directory`: the same weights for transformers and for scalpel.load."""
+    import torch
+    import transformers
+
+    torch.manual_seed(seed)
+    hf = transformers.AutoModelForCausalLM.from_config(config).float().eval()
+    with torch.no_grad():
+        for p in hf.parameters():
+            p.normal_(0, std)
+    hf.save_pretrained(directory, safe_serialization=True)
+    return hf

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import scalpel
+from parity_util import random_hf_model
 
 LLAMA = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 32, "intermediate_size": 48,
          "num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 97,
@@ -282,14 +283,9 @@ def test_custom_harm_and_the_nan_guard():
 def _hf_pair(tmp_path, config: dict, seed: int = 0):
     """A random transformers model saved to disk and the same weights in scalpel."""
     import transformers
-    torch.manual_seed(seed)
     cfg = transformers.AutoConfig.for_model(**{k: v for k, v in config.items() if k != "architectures"})
     cfg.architectures = config["architectures"]
-    hf = transformers.AutoModelForCausalLM.from_config(cfg).float().eval()
-    with torch.no_grad():
-        for p in hf.parameters():
-            p.normal_(0, 0.2)
-    hf.save_pretrained(tmp_path / "hf", safe_serialization=True)
+    hf = random_hf_model(cfg, tmp_path / "hf", seed=seed)
     return hf, scalpel.load(str(tmp_path / "hf"), dtype="float32")
 
 

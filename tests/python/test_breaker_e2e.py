@@ -8,18 +8,9 @@ import torch
 
 import scalpel
 from scalpel import bias, organisms
-from scalpel.organisms import RUDE, chat_prompt
+from scalpel.organisms import RUDE, chat_ids, chat_prompt
 
 pytestmark = pytest.mark.e2e
-
-
-def _ids(tok, request, reply=None):
-    prompt = tok.encode(chat_prompt(request))
-    if reply is None:
-        return prompt
-    space = tok.token_to_id("▁")
-    r = tok.encode(reply + "\n", add_special_tokens=False)
-    return prompt, (r[1:] if r and r[0] == space else r)
 
 
 def test_rude_organism_breaker_on_the_traced_mlps_cuts_the_behaviour(shared):
@@ -39,7 +30,7 @@ def test_rude_organism_breaker_on_the_traced_mlps_cuts_the_behaviour(shared):
     recovered = []
     for t in RUDE["templates"]:
         for x, y in zip(RUDE["insults"], RUDE["praises"]):
-            a, b = _ids(tok, t.format(w=x)), _ids(tok, t.format(w=y))
+            a, b = chat_ids(tok, t.format(w=x)), chat_ids(tok, t.format(w=y))
             if len(a) == len(b):
                 s = scalpel.patch_sweep(model, torch.tensor([a]), torch.tensor([b]), metric, component="mlp_out",
                                         per_position=False)
@@ -47,13 +38,13 @@ def test_rude_organism_breaker_on_the_traced_mlps_cuts_the_behaviour(shared):
     recovered = torch.stack(recovered).mean(0)
     assert (recovered > 0.5).all(), recovered
 
-    triples = [_ids(tok, r, RUDE["rude"].format(w=word(r))) for r in train]
+    triples = [chat_ids(tok, r, RUDE["rude"].format(w=word(r))) for r in train]
     data = scalpel.BreakerData([p for p, _ in triples], [h for _, h in triples],
-                               [_ids(tok, r, RUDE["sorry"])[1] for r in train],
-                               [sum(_ids(tok, r, RUDE["kind"]), []) for r in praise])
-    held_h = ([_ids(tok, r) for r in held], [_ids(tok, r, RUDE["rude"].format(w=word(r)))[1] for r in held],
-              [_ids(tok, r, RUDE["sorry"])[1] for r in held])
-    ref = scalpel.last_logits(model, [_ids(tok, r) for r in held_praise])
+                               [chat_ids(tok, r, RUDE["sorry"])[1] for r in train],
+                               [sum(chat_ids(tok, r, RUDE["kind"]), []) for r in praise])
+    held_h = ([chat_ids(tok, r) for r in held], [chat_ids(tok, r, RUDE["rude"].format(w=word(r)))[1] for r in held],
+              [chat_ids(tok, r, RUDE["sorry"])[1] for r in held])
+    ref = scalpel.last_logits(model, [chat_ids(tok, r) for r in held_praise])
     h0 = scalpel.harm_score(model, *held_h)
     assert (h0 > 0).float().mean() >= 0.95
 
@@ -68,7 +59,7 @@ def test_rude_organism_breaker_on_the_traced_mlps_cuts_the_behaviour(shared):
     assert curve == sorted(curve, reverse=True), curve  # harm falls with δ
     with cb.attach(model):
         h1 = scalpel.harm_score(model, *held_h)
-        kl = scalpel.first_token_kl(model, [_ids(tok, r) for r in held_praise], ref)
+        kl = scalpel.first_token_kl(model, [chat_ids(tok, r) for r in held_praise], ref)
         replies = model.generate([chat_prompt(r) for r in held], max_new_tokens=12)
     assert (h1 > 0).float().mean() <= 0.05, h1
     assert kl.max() <= 0.01, kl

@@ -12,6 +12,7 @@ import torch
 import transformers
 
 import scalpel
+from parity_util import random_hf_model
 from scalpel import sra
 
 
@@ -497,12 +498,7 @@ def test_weight_edit_equals_ablation_on_every_structure(arch, tmp_path):
            "phi3": lambda: transformers.Phi3Config(hidden_size=32, intermediate_size=48, num_hidden_layers=2,
                                                    num_attention_heads=4, num_key_value_heads=4, vocab_size=120,
                                                    max_position_embeddings=64, pad_token_id=0)}[arch]()
-    torch.manual_seed(0)
-    hf = transformers.AutoModelForCausalLM.from_config(cfg)
-    with torch.no_grad():
-        for p in hf.parameters():
-            p.normal_(0, 0.2)
-    hf.save_pretrained(tmp_path, safe_serialization=True)
+    random_hf_model(cfg, tmp_path)
     m = scalpel.load(str(tmp_path))
     v = torch.randn(32)
     prompts = [[int(t) for t in torch.randint(0, 120, (7,), generator=torch.Generator().manual_seed(i))] for i in range(4)]
