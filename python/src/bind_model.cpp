@@ -184,7 +184,26 @@ void bind_model(py::module_& m) {
       .def_readwrite("top_p", &GenerateOptions::top_p)
       .def_readwrite("seed", &GenerateOptions::seed)
       .def_readwrite("stop_tokens", &GenerateOptions::stop_tokens)
-      .def_readwrite("pad_token_id", &GenerateOptions::pad_token_id);
+      .def_readwrite("pad_token_id", &GenerateOptions::pad_token_id)
+      .def_property(
+          "stop_when", [](const GenerateOptions& o) { return static_cast<bool>(o.stop_when); },
+          [](GenerateOptions& o, const py::object& fn) {
+            if (fn.is_none()) o.stop_when = nullptr;
+            else o.stop_when = wrap_callable<bool, int64_t, const std::vector<int64_t>&>(fn);
+          },
+          "fn(row, generated ids) -> bool, called after each generated token: True ends the row (reads back "
+          "whether one is set)");
+
+  py::class_<KVCache>(m, "KVCache",
+                      "Keys and values of token rows final_residual has run, to continue them without running them "
+                      "again (keys/values per layer [batch, n_kv_heads, length, d_head], mask [batch, length])")
+      .def(py::init<>())
+      .def_readwrite("keys", &KVCache::keys)
+      .def_readwrite("values", &KVCache::values)
+      .def_readwrite("mask", &KVCache::mask)
+      .def("length", &KVCache::length)
+      .def("batch", &KVCache::batch)
+      .def("select", &KVCache::select, py::arg("rows"), "The cache of rows `rows` (a row may repeat)");
 
   py::class_<GenerateResult>(m, "GenerateResult")
       .def_readonly("tokens", &GenerateResult::tokens)
@@ -270,6 +289,25 @@ void bind_model(py::module_& m) {
            py::arg("last_position_only") = false, py::arg("stop_at_layer") = -1,
            py::call_guard<py::gil_scoped_release>(),
            "Logits and a dict of the activations at `names` (every hook point when empty).")
+      .def("final_residual",
+           [](Transformer& t, const at::Tensor& tokens, const std::optional<at::Tensor>& mask,
+              const std::optional<KVCache>& past, bool return_cache) -> py::object {
+             KVCache out;
+             at::Tensor x;
+             {
+               py::gil_scoped_release release;
+               x = t.final_residual(tokens, mask.value_or(at::Tensor()), past ? &*past : nullptr,
+                                    return_cache ? &out : nullptr);
+             }
+             if (return_cache) return py::make_tuple(x, out);
+             return py::cast(x);
+           },
+           py::arg("tokens"), py::arg("attention_mask") = py::none(), py::arg("past") = py::none(),
+           py::arg("return_cache") = false,
+           "The final norm's output [batch, pos, d_model] for tokens continuing `past` (a KVCache, or None); "
+           "(values, KVCache of past + tokens) when return_cache. Logits at chosen positions: unembed(values[...])")
+      .def("unembed", &Transformer::unembed, py::arg("final_residual"), py::call_guard<py::gil_scoped_release>(),
+           "final_residual values [..., d_model] -> logits [..., vocab] (float32, as forward)")
       .def("generate", &Transformer::generate, py::arg("prompts"), py::arg("options"),
            py::call_guard<py::gil_scoped_release>(),
            "Token prompts (lists of ids) + GenerateOptions -> GenerateResult; scalpel.model adds the string form");

@@ -6,6 +6,7 @@
 #include "scalpel/errors.hpp"
 #include "scalpel/io/chat_template.hpp"
 #include "scalpel/io/tokenizer.hpp"
+#include "io/unicode.hpp"
 #include "util/messages.hpp"
 
 namespace scalpel {
@@ -51,23 +52,46 @@ std::vector<int64_t> default_stop_tokens(const Tokenizer& tokenizer) {
   return ids;
 }
 
+namespace {
+// Where Python's str.rstrip() would cut `s`: after its last character that
+// is not whitespace (Unicode White_Space, plus U+001C..U+001F, which Python
+// counts as whitespace too).
+size_t rstrip_end(const std::string& s) {
+  auto space = [](char32_t c) { return unicode::is_white_space(c) || (c >= 0x1C && c <= 0x1F); };
+  if (unicode::find_invalid_utf8(s) != unicode::npos) {
+    size_t end = s.size();
+    while (end > 0 && space(static_cast<unsigned char>(s[end - 1]))) --end;
+    return end;
+  }
+  size_t end = 0;
+  for (size_t i = 0; i < s.size();) {
+    const char32_t c = unicode::next_code_point(s, i);
+    if (!space(c)) end = i;
+  }
+  return end;
+}
+}  // namespace
+
+std::vector<int64_t> encode_text(const Tokenizer& tokenizer, const std::string& text) {
+  const auto bos = tokenizer.bos_token();
+  const bool has_bos = bos && !bos->empty() && text.compare(0, bos->size(), *bos) == 0;
+  return tokenizer.encode(text, /*add_special_tokens=*/!has_bos);
+}
+
 std::pair<std::vector<int64_t>, std::vector<int64_t>> encode_continuation(const Tokenizer& tokenizer,
                                                                           const std::string& context_in,
                                                                           const std::string& continuation_in) {
-  std::string context = context_in, continuation = continuation_in;
-  const size_t keep = context.find_last_not_of(' ');
-  const size_t cut = keep == std::string::npos ? 0 : keep + 1;
-  continuation = context.substr(cut) + continuation;
-  context.resize(cut);
-  auto whole = tokenizer.encode(context + continuation);
-  auto ctx = tokenizer.encode(context);
-  size_t split = std::min(ctx.size(), whole.size());
-  std::vector<int64_t> cont(whole.begin() + static_cast<std::ptrdiff_t>(split), whole.end());
-  whole.resize(split);
+  const size_t cut = rstrip_end(context_in);
+  const std::string context = context_in.substr(0, cut);
+  const std::string continuation = context_in.substr(cut) + continuation_in;
+  auto whole = encode_text(tokenizer, context + continuation);
+  auto ctx = encode_text(tokenizer, context);
+  std::vector<int64_t> cont;
+  if (whole.size() > ctx.size()) cont.assign(whole.begin() + static_cast<std::ptrdiff_t>(ctx.size()), whole.end());
   if (cont.empty())
     throw InvalidArgument(detail::expected_got("continuation \"" + continuation_in + "\" of \"" + context_in + "\"",
                                                "at least one token", "none"));
-  return {whole, cont};
+  return {ctx, cont};
 }
 
 }  // namespace scalpel

@@ -90,7 +90,9 @@ GenerateResult Transformer::generate(const std::vector<std::vector<int64_t>>& pr
       mask[i][cur] = 1;
       if (!done[i]) {
         out[i].push_back(id);
-        if (std::find(opt.stop_tokens.begin(), opt.stop_tokens.end(), id) != opt.stop_tokens.end()) done[i] = true;
+        if (std::find(opt.stop_tokens.begin(), opt.stop_tokens.end(), id) != opt.stop_tokens.end() ||
+            (opt.stop_when && opt.stop_when(i, out[i])))
+          done[i] = true;
       }
       all_done = all_done && done[i];
     }

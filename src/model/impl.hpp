@@ -284,13 +284,14 @@ struct Transformer::Impl {
   // tokens [b, q]; positions [b, q]; key_mask [b, 1, q, k] (bool) or undefined for plain causal.
   // last_only: unembed the last position only (generation); the final norm and
   // its hooks still see every position.
+  // hidden_only: return the final norm's output [b, q, d_model] instead of logits.
   at::Tensor run(const at::Tensor& tokens, const at::Tensor& positions, const at::Tensor& key_mask, Cache* cache,
-                 bool last_only = false, int64_t stop_at_layer = -1) {
+                 bool last_only = false, int64_t stop_at_layer = -1, bool hidden_only = false) {
     auto x = at::embedding(w.embed, tokens);
     if (cfg.embed_scale != 1.0) x = x * torch::tensor(cfg.embed_scale, x.options());
     x = (*hook_embed)(needs_input_grad(x));  // [batch, pos, d_model]
     if (cfg.positions == PositionKind::Learned) x = x + (*hook_pos_embed)(at::embedding(w.pos_embed, positions));
-    return run_blocks(x, 0, positions, key_mask, cache, last_only, stop_at_layer);
+    return run_blocks(x, 0, positions, key_mask, cache, last_only, stop_at_layer, hidden_only);
   }
 
   // Gradients for backward hooks, without parameter gradients: the input of
@@ -307,7 +308,7 @@ struct Transformer::Impl {
   // n_layers: blocks up to stop_at_layer - 1 only, returning the residual
   // stream entering block stop_at_layer (no norm, no unembedding).
   at::Tensor run_blocks(at::Tensor x, int64_t first, const at::Tensor& positions, const at::Tensor& key_mask,
-                        Cache* cache, bool last_only, int64_t stop_at_layer = -1) {
+                        Cache* cache, bool last_only, int64_t stop_at_layer = -1, bool hidden_only = false) {
     const bool plain_causal = !key_mask.defined();
     const bool stops = stop_at_layer >= 0 && stop_at_layer < cfg.n_layers;
     for (int64_t l = first; l < (stops ? stop_at_layer : cfg.n_layers); ++l) {
@@ -331,6 +332,12 @@ struct Transformer::Impl {
     if (stops) return x;
     x = norm(x, w.ln_final, ln_final);
     if (last_only) x = x.narrow(1, x.size(1) - 1, 1).contiguous();  // a strided input would make linear a bmm
+    if (hidden_only) return x;
+    return unembed(x);
+  }
+
+  // The final norm's output [..., d_model] -> logits [..., vocab] (float32, final softcap applied).
+  at::Tensor unembed(const at::Tensor& x) const {
     auto logits = at::linear(x, w.unembed, w.unembed_bias).to(torch::kFloat);
     if (cfg.final_softcap) logits = at::tanh(logits / *cfg.final_softcap) * *cfg.final_softcap;
     return logits;

@@ -167,6 +167,95 @@ at::Tensor Transformer::forward_from_suffix(int64_t layer, const at::Tensor& res
                            key_mask_for(mask, start, q), &cache, last_position_only);
 }
 
+int64_t KVCache::length() const { return mask.defined() ? mask.size(1) : 0; }
+int64_t KVCache::batch() const { return mask.defined() ? mask.size(0) : 0; }
+
+KVCache KVCache::select(const std::vector<int64_t>& rows) const {
+  for (auto r : rows)
+    if (r < 0 || r >= batch())
+      throw InvalidArgument(detail::expected_got("KVCache row", "a row in [0, " + std::to_string(batch()) + ")",
+                                                 std::to_string(r)));
+  auto index = at::tensor(rows, at::kLong);
+  KVCache out;
+  for (size_t l = 0; l < keys.size(); ++l) {
+    out.keys.push_back(keys[l].index_select(0, index));
+    out.values.push_back(values[l].index_select(0, index));
+  }
+  out.mask = mask.index_select(0, index);
+  return out;
+}
+
+at::Tensor Transformer::final_residual(const at::Tensor& tokens_in, const at::Tensor& attention_mask, const KVCache* past,
+                                       KVCache* cache_out) {
+  const auto& cfg = impl_->cfg;
+  impl_->check_tokens(tokens_in);
+  auto tokens = tokens_in.to(at::kLong);
+  const int64_t b = tokens.size(0), q = tokens.size(1);
+  if (attention_mask.defined() && (attention_mask.dim() != 2 || attention_mask.size(0) != b || attention_mask.size(1) != q))
+    throw ShapeError(detail::expected_got("attention_mask", "shape [" + std::to_string(b) + ", " + std::to_string(q) + "]",
+                                          "shape " + c10::str(attention_mask.sizes())));
+  auto mask = attention_mask.defined() ? attention_mask.to(at::kLong) : at::ones({b, q}, at::kLong);
+  const int64_t start = past ? past->length() : 0;
+  if (past) {
+    if (past->batch() != b)
+      throw ShapeError(detail::expected_got("past (KVCache) rows", std::to_string(b) + " (the tokens' batch)",
+                                            std::to_string(past->batch()), "use past.select(rows) to repeat rows"));
+    if (past->keys.size() != static_cast<size_t>(cfg.n_layers) || past->values.size() != past->keys.size())
+      throw InvalidArgument(detail::expected_got("past (KVCache) layers", std::to_string(cfg.n_layers),
+                                                 std::to_string(past->keys.size()), "was it made by another model?"));
+    for (size_t l = 0; l < past->keys.size(); ++l)
+      for (const auto* t : {&past->keys[l], &past->values[l]})
+        if (t->dim() != 4 || t->size(0) != b || t->size(1) != cfg.n_kv_heads || t->size(2) != start ||
+            t->size(3) != cfg.d_head)
+          throw ShapeError(detail::expected_got("past (KVCache) keys/values of layer " + std::to_string(l),
+                                                "[" + std::to_string(b) + ", " + std::to_string(cfg.n_kv_heads) + ", " +
+                                                    std::to_string(start) + ", " + std::to_string(cfg.d_head) + "]",
+                                                "shape " + c10::str(t->sizes()), "was it made by another model?"));
+  }
+  const bool want_cache = past || cache_out;
+  Cache cache;
+  if (want_cache) {
+    auto opts = at::TensorOptions().dtype(impl_->dtype);
+    for (int64_t l = 0; l < cfg.n_layers; ++l) {
+      LayerCache c{at::empty({b, cfg.n_kv_heads, start + q, cfg.d_head}, opts),
+                   at::empty({b, cfg.n_kv_heads, start + q, cfg.d_head}, opts)};
+      if (start > 0) {
+        c.k.narrow(2, 0, start).copy_(past->keys[static_cast<size_t>(l)]);
+        c.v.narrow(2, 0, start).copy_(past->values[static_cast<size_t>(l)]);
+      }
+      cache.layers.push_back(std::move(c));
+    }
+    cache.length = start;
+  }
+  auto full_mask = start > 0 ? at::cat({past->mask.to(at::kLong), mask}, 1) : mask;
+  at::Tensor positions, key_mask;
+  if (start == 0 && mask.all().item<bool>()) {
+    positions = at::arange(q, at::kLong).unsqueeze(0).expand({b, q});
+  } else {
+    positions = positions_from_mask(full_mask, start, q);
+    key_mask = key_mask_for(full_mask, start, q);
+  }
+  auto x = impl_->run(tokens, positions, key_mask, want_cache ? &cache : nullptr, false, -1, /*hidden_only=*/true);
+  if (cache_out) {
+    KVCache out;
+    for (auto& c : cache.layers) {
+      out.keys.push_back(c.k);
+      out.values.push_back(c.v);
+    }
+    out.mask = full_mask;
+    *cache_out = std::move(out);
+  }
+  return x;
+}
+
+at::Tensor Transformer::unembed(const at::Tensor& x) const {
+  if (!x.defined() || x.dim() < 1 || x.size(-1) != impl_->cfg.d_model)
+    throw ShapeError(detail::expected_got("unembed input", "[..., " + std::to_string(impl_->cfg.d_model) + "]",
+                                          x.defined() ? "shape " + c10::str(x.sizes()) : "undefined",
+                                          "pass values of final_residual"));
+  return impl_->unembed(x.to(impl_->dtype));
+}
+
 std::vector<std::string> Transformer::hook_names() const {
   std::vector<std::string> names;
   for (const auto& p : impl_->points) names.push_back(p->name());

@@ -45,11 +45,17 @@ std::vector<int64_t> post_instruction_positions(const Tokenizer& tokenizer, cons
 /// <|end|>) the vocabulary has: where a chat answer stops.
 std::vector<int64_t> default_stop_tokens(const Tokenizer& tokenizer);
 
+/// Text to ids as lm-evaluation-harness encodes a prompt or document: with
+/// the tokenizer's special tokens (e.g. BOS), unless the text already starts
+/// with the BOS token's text.
+std::vector<int64_t> encode_text(const Tokenizer& tokenizer, const std::string& text);
+
 /// A (context, continuation) pair as token ids, split the way
-/// lm-evaluation-harness splits it: trailing spaces of the context move to the
-/// front of the continuation, context + continuation is encoded as one text
-/// (special tokens, e.g. BOS, added) and split after the context's own
-/// encoding, so the continuation's tokens are the ones the model would see.
+/// lm-evaluation-harness splits it: trailing whitespace of the context (as
+/// Python's rstrip() finds it) moves to the front of the continuation; the
+/// context is encode_text(context) and the continuation is the part of
+/// encode_text(context + continuation) after as many tokens, so the
+/// continuation's tokens are the ones the model would see.
 /// InvalidArgument when the continuation adds no token.
 std::pair<std::vector<int64_t>, std::vector<int64_t>> encode_continuation(const Tokenizer& tokenizer,
                                                                           const std::string& context,

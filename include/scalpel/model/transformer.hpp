@@ -6,6 +6,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -29,6 +30,23 @@ struct ResidualWriter {
   at::Tensor tensor;  // the live weight ([d_model, in] matrices as at::linear reads them)
 };
 
+/// The keys and values of token rows a forward pass has run
+/// (Transformer::final_residual), kept to continue those rows later without
+/// running them again: shared prompts, few-shot contexts, answer choices.
+struct KVCache {
+  /// One per layer: [batch, n_kv_heads, length, d_head], keys after rotary
+  /// (the values of hook_rot_k / hook_k and hook_v, heads first).
+  std::vector<at::Tensor> keys, values;
+  /// [batch, length] int64: 1 where a token sits, 0 for padding.
+  at::Tensor mask;
+
+  int64_t length() const;
+  int64_t batch() const;
+  /// The cache of rows `rows` (a row may repeat; e.g. one context row per
+  /// answer choice). InvalidArgument for a row out of range.
+  KVCache select(const std::vector<int64_t>& rows) const;
+};
+
 struct GenerateOptions {
   int64_t max_new_tokens = 32;
   bool do_sample = false;      // greedy when false
@@ -38,6 +56,9 @@ struct GenerateOptions {
   uint64_t seed = 0;           // sampling is reproducible for a given seed
   std::vector<int64_t> stop_tokens;  // generation of a row ends after one of these
   std::optional<int64_t> pad_token_id;  // for left padding; defaults to the first stop token or 0
+  /// Called after each generated token with a row and its generated ids so
+  /// far; returning true ends that row (stop strings: eval's generate_until).
+  std::function<bool(int64_t row, const std::vector<int64_t>& generated)> stop_when;
 };
 
 struct GenerateResult {
@@ -102,6 +123,23 @@ class Transformer {
   /// cannot change positions before it, so sweeps recompute only the suffix.
   at::Tensor forward_from_suffix(int64_t layer, const at::Tensor& resid_pre_suffix, const std::vector<at::Tensor>& past_k,
                                  const std::vector<at::Tensor>& past_v, bool last_position_only = false);
+
+  /// The final residual stream after the final norm (the value of
+  /// ln_final.hook_normalized times the norm's weight: what the unembedding
+  /// reads), [batch, pos, d_model], for tokens [batch, pos] that continue the
+  /// rows of `past` (nullptr: rows start at position 0). attention_mask
+  /// [batch, pos] (1 = token, 0 = padding, left or right; undefined: all
+  /// tokens); positions follow the past's mask and this one, so padding
+  /// anywhere gives the values of the unpadded rows. Hooks run as in
+  /// forward(). With `cache_out`, it receives the keys and values of the past
+  /// and these tokens, to continue again. Logits at chosen positions are
+  /// unembed(final_residual(...) at those positions): with a large vocabulary
+  /// the unembedding is most of a forward pass.
+  at::Tensor final_residual(const at::Tensor& tokens, const at::Tensor& attention_mask = {}, const KVCache* past = nullptr,
+                            KVCache* cache_out = nullptr);
+  /// The unembedding: final_residual values [..., d_model] -> logits
+  /// [..., vocab] (float32; Gemma 2's final softcap applied), as forward().
+  at::Tensor unembed(const at::Tensor& final_residual) const;
 
   /// The weights under their Hugging Face names: the live tensors the
   /// forward pass reads (edit them in place; train them by setting
