@@ -1,5 +1,5 @@
 """scalpel's log-likelihood engine vs lm-evaluation-harness's own `hf` backend, side by side in one run:
-the same Gemma 3 270M weights (float32, eager attention for transformers), the same threads, the same
+the same Gemma 3 270M weights (float32; transformers with its default attention), the same threads, the same
 lm-eval requests (built by lm_eval.simple_evaluate from the offline scalpel_* tasks), the same batch size.
 
     .venv/bin/python bench/bench_loglikelihood.py [--threads 2] [--batch-size 8] \
@@ -68,7 +68,7 @@ def main() -> None:
 
     gguf = scalpel.packaged_model_path()
     hf_model = transformers.AutoModelForCausalLM.from_pretrained(
-        str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32, attn_implementation="eager").eval()
+        str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32).eval()
     hf_tok = transformers.AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     theirs = timed(HFLM(pretrained=hf_model, tokenizer=hf_tok, batch_size=args.batch_size, device="cpu"))
     ours = timed(ScalpelLM(pretrained="gemma3-270m", batch_size=args.batch_size))

@@ -19,6 +19,9 @@ namespace scalpel {
 
 namespace {
 
+// A batch's common context prefix shorter than this is not run separately.
+constexpr size_t kMinSharedPrefix = 16;
+
 int64_t resolve_max_length(const Transformer& model, int64_t max_length) {
   if (max_length < 0)
     throw InvalidArgument(detail::expected_got("max_length", "0 (the model's) or a positive number of tokens",
@@ -185,54 +188,84 @@ std::vector<LoglikelihoodResult> loglikelihood_tokens(Transformer& model, const 
     return out;
   }
 
-  // Distinct contexts, each with the requests that continue it.
-  std::map<std::vector<int64_t>, size_t> index;
+  // Distinct contexts, each with the requests that continue it, in token
+  // order: contexts that share a prefix (a few-shot preamble, a document)
+  // land in the same batches.
+  std::map<std::vector<int64_t>, std::vector<size_t>> groups;
+  for (size_t i = 0; i < requests.size(); ++i) groups[contexts[i]].push_back(i);
   std::vector<const std::vector<int64_t>*> distinct;
-  std::vector<std::vector<size_t>> members;
-  for (size_t i = 0; i < requests.size(); ++i) {
-    auto [it, fresh] = index.emplace(contexts[i], distinct.size());
-    if (fresh) {
-      distinct.push_back(&it->first);
-      members.emplace_back();
-    }
-    members[it->second].push_back(i);
+  std::vector<const std::vector<size_t>*> members;
+  for (const auto& [ctx, m] : groups) {
+    distinct.push_back(&ctx);
+    members.push_back(&m);
   }
-  // Longest work first (like lm-eval), so that padding stays small.
-  std::vector<size_t> order(distinct.size());
-  std::iota(order.begin(), order.end(), 0);
-  auto work = [&](size_t g) {
-    size_t longest = 0;
-    for (auto i : members[g]) longest = std::max(longest, requests[i].continuation.size());
-    return distinct[g]->size() + longest;
-  };
-  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return work(a) > work(b); });
 
-  for (size_t s = 0; s < order.size(); s += static_cast<size_t>(options.batch_size)) {
-    const size_t e = std::min(order.size(), s + static_cast<size_t>(options.batch_size));
-    // 1. The contexts, left-padded: the last column predicts every
-    //    continuation's first token; the keys and values are kept.
+  // The keys and values of the last shared prefix run, reused while the
+  // next batches start with it too.
+  std::vector<int64_t> prefix;
+  KVCache prefix_cache;
+  auto starts_with = [](const std::vector<int64_t>& v, const std::vector<int64_t>& p) {
+    return v.size() >= p.size() && std::equal(p.begin(), p.end(), v.begin());
+  };
+
+  for (size_t s = 0, e = 0; s < distinct.size(); s = e) {
+    // A batch: up to batch_size contexts, ended early where the next context
+    // would leave the batch without the prefix it shares (a few-shot
+    // preamble ends where the next subject's begins).
+    size_t lcp = distinct[s]->size() - 1;  // every context keeps a token of its own
+    for (e = s + 1; e < distinct.size() && e - s < static_cast<size_t>(options.batch_size); ++e) {
+      const auto& a = *distinct[s];
+      const auto& b = *distinct[e];
+      const size_t common = static_cast<size_t>(
+          std::mismatch(a.begin(), a.begin() + static_cast<std::ptrdiff_t>(std::min(lcp, b.size())), b.begin()).first -
+          a.begin());
+      const size_t next = std::min({lcp, common, b.size() - 1});
+      if (lcp >= kMinSharedPrefix && next < kMinSharedPrefix) break;
+      lcp = next;
+    }
+    const size_t rows_n = e - s;
+    // 0. The batch's shared prefix, run once (one row).
+    bool reuse = !prefix.empty() && prefix.size() <= lcp && starts_with(*distinct[s], prefix);
+    if (!reuse && lcp >= kMinSharedPrefix && rows_n > 1) {
+      prefix.assign(distinct[s]->begin(), distinct[s]->begin() + static_cast<std::ptrdiff_t>(lcp));
+      model.final_residual(at::tensor(prefix, at::kLong).unsqueeze(0), {}, nullptr, &prefix_cache);
+      reuse = true;
+    }
+    const size_t shared = reuse ? prefix.size() : 0;
+
+    // 1. The contexts after the prefix, right-padded: each row's last token
+    //    predicts its continuations' first token; the keys and values are kept.
+    std::vector<std::vector<int64_t>> rests;
+    for (size_t k = s; k < e; ++k)
+      rests.emplace_back(distinct[k]->begin() + static_cast<std::ptrdiff_t>(shared), distinct[k]->end());
     std::vector<const std::vector<int64_t>*> rows;
-    for (size_t k = s; k < e; ++k) rows.push_back(distinct[order[k]]);
-    auto [tokens, mask] = pad_rows(rows, /*left=*/true);
+    for (const auto& r : rests) rows.push_back(&r);
+    auto [tokens, mask] = pad_rows(rows, /*left=*/false);
     KVCache cache;
-    auto hidden = model.final_residual(tokens, mask, nullptr, &cache);
-    auto last = hidden.select(1, hidden.size(1) - 1);  // [contexts, d_model]
-    std::vector<int64_t> ctx_rows, targets;
+    at::Tensor hidden;
+    if (shared > 0) {
+      auto past = prefix_cache.select(std::vector<int64_t>(rows_n, 0));
+      hidden = model.final_residual(tokens, mask, &past, &cache);
+    } else {
+      hidden = model.final_residual(tokens, mask, nullptr, &cache);
+    }
+    std::vector<int64_t> last_flat, targets;
     std::vector<size_t> owner;
     for (size_t k = s; k < e; ++k)
-      for (auto i : members[order[k]]) {
-        ctx_rows.push_back(static_cast<int64_t>(k - s));
+      for (auto i : *members[k]) {
+        last_flat.push_back(static_cast<int64_t>(k - s) * tokens.size(1) + static_cast<int64_t>(rests[k - s].size()) - 1);
         targets.push_back(requests[i].continuation.front());
         owner.push_back(i);
       }
-    score_positions(model, last.index_select(0, at::tensor(ctx_rows, at::kLong)), targets, lp, greedy);
+    score_positions(model, hidden.reshape({-1, hidden.size(2)}).index_select(0, at::tensor(last_flat, at::kLong)),
+                    targets, lp, greedy);
     accumulate(owner, lp, greedy, out);
 
     // 2. The continuations' remaining tokens, right-padded after their
     //    context's cached keys and values, batch_size rows at a time.
     std::vector<std::pair<int64_t, size_t>> longer;  // (context row, request)
     for (size_t k = s; k < e; ++k)
-      for (auto i : members[order[k]])
+      for (auto i : *members[k])
         if (requests[i].continuation.size() > 1) longer.emplace_back(static_cast<int64_t>(k - s), i);
     for (size_t c = 0; c < longer.size(); c += static_cast<size_t>(options.batch_size)) {
       const size_t ce = std::min(longer.size(), c + static_cast<size_t>(options.batch_size));
@@ -265,7 +298,7 @@ std::vector<LoglikelihoodResult> loglikelihood_tokens(Transformer& model, const 
       accumulate(sowner, lp, greedy, out);
     }
     if (progress)
-      for (size_t k = s; k < e; ++k) progress->update(static_cast<int64_t>(members[order[k]].size()));
+      for (size_t k = s; k < e; ++k) progress->update(static_cast<int64_t>(members[k]->size()));
   }
   return out;
 }

@@ -42,6 +42,11 @@ struct Cache {
   std::vector<LayerCache> layers;
   int64_t length = 0;    // positions filled
   at::Tensor mask;       // [batch, capacity] (bool), 1 where a real token sits
+  // [batch, capacity] position ids of the cached and new keys, when padding
+  // may sit between tokens (Transformer::final_residual); sliding windows
+  // then measure distances in positions, not columns. Undefined: columns
+  // (only left padding, as in generate()).
+  at::Tensor positions;
 };
 
 inline at::Tensor activation(const at::Tensor& x, Activation a) {
@@ -225,7 +230,12 @@ struct Transformer::Impl {
     const int64_t k_len = kh.size(2);
     at::Tensor mask = key_mask;
     const int64_t window = cfg.sliding_window.empty() ? 0 : cfg.sliding_window[l];
-    if (window > 0 && k_len > window) {
+    if (window > 0 && k_len > window && !plain_causal && cache && cache->positions.defined()) {
+      // Padding between tokens: the window is measured in position ids.
+      auto kp = cache->positions.narrow(1, 0, k_len);                              // [b, k]
+      auto in_window = (positions.unsqueeze(2) - kp.unsqueeze(1)) < window;         // [b, q, k]
+      mask = mask.logical_and(in_window.unsqueeze(1));
+    } else if (window > 0 && k_len > window) {
       // Keys more than `window` positions back are out of reach (q - k < window).
       auto qi = at::arange(k_len - q_len, k_len, x.options().dtype(at::kLong)).unsqueeze(1);
       auto ki = at::arange(0, k_len, x.options().dtype(at::kLong)).unsqueeze(0);

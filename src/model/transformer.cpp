@@ -235,6 +235,7 @@ at::Tensor Transformer::final_residual(const at::Tensor& tokens_in, const at::Te
     positions = positions_from_mask(full_mask, start, q);
     key_mask = key_mask_for(full_mask, start, q);
   }
+  if (want_cache && key_mask.defined()) cache.positions = positions_from_mask(full_mask, 0, start + q);
   auto x = impl_->run(tokens, positions, key_mask, want_cache ? &cache : nullptr, false, -1, /*hidden_only=*/true);
   if (cache_out) {
     KVCache out;

@@ -39,7 +39,19 @@ double reference(scalpel::Transformer& m, const TokenRequest& r, int64_t max_len
 }
 
 std::vector<TokenRequest> requests() {
+  // A few-shot-like preamble of 20 tokens that several contexts share (the
+  // engine runs it once), then contexts of their own.
+  std::vector<int64_t> pre;
+  for (int64_t i = 0; i < 20; ++i) pre.push_back(1 + (i * 7) % 37);
+  auto with = [&](std::vector<int64_t> tail) {
+    auto v = pre;
+    v.insert(v.end(), tail.begin(), tail.end());
+    return v;
+  };
   return {
+      {with({3}), {4, 5, 6}},                  {with({3}), {8}},
+      {with({9, 10, 11, 12, 13}), {2, 3}},     {with({9, 10}), {31, 32, 33, 34}},
+      {with({17, 18, 19}), {20}},              {pre, {1, 2, 3, 4, 5, 6, 7}},
       {{1, 2, 3, 4, 5, 6, 7, 8}, {9}},           {{1, 2, 3, 4, 5, 6, 7, 8}, {10, 11, 12}},
       {{1, 2, 3, 4, 5, 6, 7, 8}, {13, 14}},      {{5, 6}, {7, 8, 9, 10, 11, 12, 13}},
       {{5, 6}, {30}},                            {{20, 21, 22}, {23, 24, 25, 26}},
