@@ -125,6 +125,57 @@ def _prompt_file(path: str, n: int) -> list[str]:
     return out[:n]
 
 
+def _eval_tasks(args: argparse.Namespace, model) -> int:
+    """lm-eval tasks (the offline scalpel_* ones, or any lm-eval knows) on the model through ScalpelLM,
+    with an intervention file and / or a direction ablation attached."""
+    import contextlib
+
+    import lm_eval
+    import torch
+
+    import scalpel
+    from .lm_eval import ScalpelLM, task_manager
+
+    with contextlib.ExitStack() as stack:
+        if args.intervention:
+            stack.enter_context(scalpel.load_intervention(args.intervention).attach(model))
+        if args.direction:
+            d = json.loads(Path(args.direction).read_text())
+            if "direction" not in d:
+                raise ValueError(f"{args.direction}: expected a scalpel_edit.json with a 'direction' list")
+            stack.enter_context(scalpel.ablate_direction(model, torch.tensor(d["direction"], dtype=torch.float32),
+                                                         args.gamma, int(d.get("from_layer", 0))))
+        lm = ScalpelLM(model=model, batch_size=args.batch_size, progress=True)
+        t0 = time.perf_counter()
+        out = lm_eval.simple_evaluate(model=lm, tasks=[t for t in args.tasks.split(",") if t],
+                                      num_fewshot=args.num_fewshot, limit=args.limit,
+                                      task_manager=task_manager(args.data), bootstrap_iters=args.bootstrap)
+    rows = []
+    for task, metrics in out["results"].items():
+        for key, value in metrics.items():
+            if key == "alias" or "_stderr" in key or not isinstance(value, (int, float)):
+                continue
+            metric = key.split(",")[0]
+            err = metrics.get(f"{metric}_stderr,{key.split(',', 1)[1]}" if "," in key else "")
+            rows.append([task, metric, f"{value:.4f}", f"{err:.4f}" if isinstance(err, float) else "",
+                         out["n-samples"].get(task, {}).get("effective", "")])
+    head = ["task", "metric", "value", "stderr", "items"]
+    print(table(rows, head))
+    print(f"{time.perf_counter() - t0:.1f} s")
+    if args.out:
+        from . import _scalpel  # the one atomic writer
+
+        dest = Path(args.out)
+        dest.mkdir(parents=True, exist_ok=True)
+        summary = {"model": args.model, "intervention": args.intervention, "direction": args.direction,
+                   "tasks": args.tasks, "limit": args.limit, "num_fewshot": args.num_fewshot,
+                   "results": out["results"], "n-samples": out["n-samples"], "configs": out["configs"]}
+        _scalpel.write_file_atomic(str(dest / "eval.json"), json.dumps(summary, indent=1, default=str) + "\n")
+        _scalpel.write_file_atomic(str(dest / "eval.md"), f"# scalpel eval: {args.model}\n\n" + table(rows, head) + "\n")
+        print(f"wrote {dest / 'eval.json'} and {dest / 'eval.md'}")
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     """The evaluation battery on one model, optionally with a direction ablated at inference time."""
     import torch
@@ -133,6 +184,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from . import sra
 
     model = scalpel.load(args.model, dtype="float32")
+    if args.tasks:
+        return _eval_tasks(args, model)
     tok = model.tokenizer
     if args.organism:
         from . import organisms as O
@@ -186,6 +239,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["lm-eval"]:  # lm-eval's own command line, with model "scalpel" and the scalpel_* tasks
+        from .lm_eval import cli
+
+        return cli(argv[1:])
     p = argparse.ArgumentParser(prog="scalpel", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     d = sub.add_parser("demo", help="run the main job and write a report under runs/")
@@ -242,6 +300,15 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--seq-len", type=int, default=128, help="tokens per WikiText-2 window")
     e.add_argument("--max-new-tokens", type=int, default=24)
     e.add_argument("--out", help="directory for eval.json and eval.md")
+    e.add_argument("--tasks", help="comma-separated lm-eval tasks (e.g. scalpel_hellaswag,scalpel_mmlu): run them "
+                   "through lm-evaluation-harness with ScalpelLM instead of the refusal battery")
+    e.add_argument("--intervention", help="an intervention file (scalpel.save_intervention) attached during --tasks")
+    e.add_argument("--limit", type=float, default=None, help="items per task (a fraction when < 1), for --tasks")
+    e.add_argument("--num-fewshot", type=int, default=None, help="few-shot examples, for --tasks")
+    e.add_argument("--batch-size", type=int, default=16, help="rows per forward pass, for --tasks")
+    e.add_argument("--bootstrap", type=int, default=1000, help="bootstrap iterations for stderr, for --tasks")
+    e.add_argument("--data", default=None, help="the data folder of the scalpel_* tasks (default: $SCALPEL_DATA, "
+                   "else ../shared/data beside the repository)")
     e.set_defaults(func=cmd_eval)
     args = p.parse_args(argv)
     try:

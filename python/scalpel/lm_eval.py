@@ -41,9 +41,21 @@ def task_manager(data_dir: str | os.PathLike | None = None, **kwargs: Any):
     ``../shared/data``: ``hellaswag/``, ``mmlu/``, ...)."""
     from lm_eval.tasks import TaskManager
 
+    _set_data_dir(data_dir)
+    return TaskManager(include_path=str(TASKS_DIR), **kwargs)
+
+
+def _set_data_dir(data_dir: str | os.PathLike | None) -> None:
+    """SCALPEL_DATA for the task readers: data_dir when given, else as it is, else ../shared/data beside
+    the repository when that exists (scalpel.mainjob.shared_dir)."""
+    if data_dir is None and not os.environ.get("SCALPEL_DATA"):
+        from .mainjob import shared_dir
+
+        candidate = shared_dir() / "data"
+        if candidate.is_dir():
+            data_dir = candidate
     if data_dir is not None:
         os.environ["SCALPEL_DATA"] = str(Path(data_dir).resolve())
-    return TaskManager(include_path=str(TASKS_DIR), **kwargs)
 
 
 def _batch_size(value: Any) -> int:
@@ -72,7 +84,7 @@ class ScalpelLM(LM):
 
     def __init__(self, pretrained: str | None = None, model: Any = None, dtype: str = "float32",
                  batch_size: Any = 16, max_length: int = 0, share_context: bool = True,
-                 progress: bool = False, **kwargs: Any) -> None:
+                 progress: bool = True, **kwargs: Any) -> None:
         super().__init__()
         if (pretrained is None) == (model is None):
             raise ValueError("ScalpelLM: pass exactly one of pretrained= (a name, GGUF file or HF directory) "
@@ -83,6 +95,8 @@ class ScalpelLM(LM):
         if kwargs.get("device") not in (None, "cpu"):
             raise ValueError(f"ScalpelLM: device {kwargs['device']!r} is not supported here; scalpel runs on cpu")
         self.model = model if model is not None else load(pretrained, dtype=dtype)
+        # What lm-eval's request cache keys on: the checkpoint, or this model object.
+        self._name = f"scalpel:{pretrained}" if pretrained is not None else f"scalpel:model-{id(model):x}"
         self.tokenizer = self.model.tokenizer
         if isinstance(share_context, str):
             share_context = share_context.lower() not in ("0", "false", "no")
@@ -118,12 +132,21 @@ class ScalpelLM(LM):
             kw = dict(gen_kwargs or {})
             until = kw.pop("until", None)
             until = [until] if isinstance(until, str) else list(until or [])
-            max_gen = kw.pop("max_gen_toks", kw.pop("max_new_tokens", 256))
-            temperature = kw.pop("temperature", 0.0)
-            do_sample = kw.pop("do_sample", False)
-            if do_sample or (temperature not in (None, 0, 0.0)):
+            # lm-eval's precedence of the length aliases; None means the default.
+            max_gen = None
+            for alias in ("max_gen_toks", "max_new_tokens", "max_tokens", "max_completion_tokens"):
+                value = kw.pop(alias, None)
+                if max_gen is None and value is not None:
+                    max_gen = value
+            max_gen = 256 if max_gen is None else max_gen
+            temperature = kw.pop("temperature", None)
+            do_sample = kw.pop("do_sample", None)
+            # As lm-eval normalizes them: do_sample=False is greedy whatever the temperature; without
+            # do_sample, a positive temperature means sampling.
+            sampling = bool(do_sample) if do_sample is not None else bool(temperature)
+            if sampling:
                 raise NotImplementedError(
-                    f"ScalpelLM.generate_until: greedy decoding only (do_sample=False, temperature=0); "
+                    f"ScalpelLM.generate_until: greedy decoding only (do_sample=False or temperature=0); "
                     f"the task asks for do_sample={do_sample}, temperature={temperature}")
             kw.pop("top_p", None), kw.pop("top_k", None)
             if kw:
@@ -146,7 +169,7 @@ class ScalpelLM(LM):
     # What lm-eval reads for chat templates and few-shot formatting.
     @property
     def tokenizer_name(self) -> str:
-        return "scalpel"
+        return self._name
 
     def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
         return self.tokenizer.apply_chat_template(list(chat_history), add_generation_prompt)
@@ -161,6 +184,7 @@ def cli(argv: list[str] | None = None) -> int:
     from lm_eval.__main__ import cli_evaluate
 
     args = list(sys.argv[1:] if argv is None else argv)
+    _set_data_dir(None)
     if "--include_path" not in args:
         args += ["--include_path", str(TASKS_DIR)]
     saved = sys.argv

@@ -31,6 +31,9 @@ void bind_trace(py::module_& m) {
       .def_readonly("attention_mask", &TeacherForcedBatch::attention_mask)
       .def_readonly("target_mask", &TeacherForcedBatch::target_mask);
   m.def("teacher_forced_batch", &teacher_forced_batch, py::arg("prompts"), py::arg("completions"), py::arg("pad_id") = 0);
+  m.def("target_logprob", &target_logprob, py::arg("model"), py::arg("batch"), py::call_guard<py::gil_scoped_release>(),
+        "masked_logprob of the model's logits on a TeacherForcedBatch, unembedding only the positions that predict a "
+        "target -> [batch] (differentiable)");
   m.def("completion_logprob", &completion_logprob, py::arg("model"), py::arg("prompts"), py::arg("completions"),
         py::arg("batch_size") = 16, py::call_guard<py::gil_scoped_release>(),
         "log p(completion | prompt) of each pair (teacher-forced, batched) -> [n]");

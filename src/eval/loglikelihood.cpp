@@ -90,13 +90,6 @@ void accumulate(const std::vector<size_t>& owner, const std::vector<double>& lp,
 
 }  // namespace
 
-int64_t prefix_token_id(const Tokenizer& tokenizer) {
-  if (auto bos = tokenizer.bos_token_id()) return *bos;
-  if (auto eos = tokenizer.eos_token_id()) return *eos;
-  throw InvalidArgument(detail::expected_got("tokenizer prefix token", "a BOS or EOS token", "neither",
-                                             "an empty context and rolling windows condition on one"));
-}
-
 TokenRequest encode_request(const Tokenizer& tokenizer, const std::string& context, const std::string& continuation) {
   if (!context.empty()) {
     auto [ctx, cont] = encode_continuation(tokenizer, context, continuation);
@@ -220,7 +213,10 @@ std::vector<LoglikelihoodResult> loglikelihood_tokens(Transformer& model, const 
           std::mismatch(a.begin(), a.begin() + static_cast<std::ptrdiff_t>(std::min(lcp, b.size())), b.begin()).first -
           a.begin());
       const size_t next = std::min({lcp, common, b.size() - 1});
-      if (lcp >= kMinSharedPrefix && next < kMinSharedPrefix) break;
+      // Only a prefix the batch already shares (two rows or more) is worth
+      // ending it for: when the next context would cut it below the
+      // threshold or to less than half.
+      if (e - s > 1 && lcp >= kMinSharedPrefix && (next < kMinSharedPrefix || 2 * next < lcp)) break;
       lcp = next;
     }
     const size_t rows_n = e - s;
@@ -368,8 +364,9 @@ std::vector<std::string> generate_until(Transformer& model, const Tokenizer& tok
   std::vector<std::string> until;
   for (const auto& u : options.until)
     if (!u.empty()) until.push_back(u);
-  std::vector<int64_t> stop_tokens;
-  if (auto eos = tokenizer.eos_token_id()) stop_tokens.push_back(*eos);
+  // EOS and the end-of-turn tokens (Gemma's <end_of_turn>, ...), as a model's
+  // generation config lists them for transformers' generate.
+  const std::vector<int64_t> stop_tokens = default_stop_tokens(tokenizer);
   if (until.empty() && stop_tokens.empty())
     throw InvalidArgument(detail::expected_got("generate_until stop", "stop strings or a tokenizer with EOS", "neither"));
 

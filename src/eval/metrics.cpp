@@ -155,6 +155,24 @@ TeacherForcedBatch teacher_forced_batch(const std::vector<std::vector<int64_t>>&
   return b;
 }
 
+at::Tensor target_logprob(Transformer& model, const TeacherForcedBatch& batch) {
+  const auto& tokens = batch.tokens;
+  if (tokens.dim() != 2 || batch.target_mask.sizes() != tokens.sizes() || batch.attention_mask.sizes() != tokens.sizes())
+    throw ShapeError(detail::expected_got("target_logprob batch", "tokens, attention_mask and target_mask of one shape",
+                                          c10::str(tokens.sizes()) + ", " + c10::str(batch.attention_mask.sizes()) +
+                                              ", " + c10::str(batch.target_mask.sizes())));
+  const int64_t b = tokens.size(0), n = tokens.size(1);
+  auto hidden = model.final_residual(tokens, batch.attention_mask);  // [b, n, d_model]
+  // Position t predicts token t + 1: the rows and positions whose next token is a target.
+  auto where = batch.target_mask.narrow(1, 1, n - 1).nonzero();  // [T, 2]: (row, t)
+  auto rows = where.select(1, 0), pos = where.select(1, 1);
+  auto h = hidden.reshape({b * n, hidden.size(2)}).index_select(0, rows * n + pos);
+  auto lp = model.unembed(h).log_softmax(-1);                                 // [T, vocab] float32
+  auto next = tokens.to(at::kLong).reshape({-1}).index_select(0, rows * n + pos + 1);
+  auto picked = lp.gather(1, next.unsqueeze(1)).squeeze(1);
+  return at::zeros({b}, picked.options()).index_add(0, rows, picked);
+}
+
 at::Tensor completion_logprob(Transformer& model, const std::vector<std::vector<int64_t>>& prompts,
                               const std::vector<std::vector<int64_t>>& completions, int64_t batch_size) {
   if (batch_size <= 0) throw InvalidArgument(detail::expected_got("batch_size", "a positive number", std::to_string(batch_size)));
@@ -166,7 +184,7 @@ at::Tensor completion_logprob(Transformer& model, const std::vector<std::vector<
   for (size_t i = 0; i < prompts.size(); i += static_cast<size_t>(batch_size)) {
     const size_t j = std::min(prompts.size(), i + static_cast<size_t>(batch_size));
     auto b = teacher_forced_batch({prompts.begin() + i, prompts.begin() + j}, {completions.begin() + i, completions.begin() + j});
-    out.push_back(masked_logprob(model.forward(b.tokens, b.attention_mask), b.tokens, b.target_mask));
+    out.push_back(target_logprob(model, b));
   }
   return out.empty() ? torch::zeros({0}) : at::cat(out);
 }

@@ -60,7 +60,7 @@ size_t rstrip_end(const std::string& s) {
   auto space = [](char32_t c) { return unicode::is_white_space(c) || (c >= 0x1C && c <= 0x1F); };
   if (unicode::find_invalid_utf8(s) != unicode::npos) {
     size_t end = s.size();
-    while (end > 0 && space(static_cast<unsigned char>(s[end - 1]))) --end;
+    while (end > 0 && static_cast<unsigned char>(s[end - 1]) < 0x80 && space(static_cast<unsigned char>(s[end - 1]))) --end;
     return end;
   }
   size_t end = 0;
@@ -72,10 +72,18 @@ size_t rstrip_end(const std::string& s) {
 }
 }  // namespace
 
+int64_t prefix_token_id(const Tokenizer& tokenizer) {
+  if (auto bos = tokenizer.bos_token_id()) return *bos;
+  if (auto eos = tokenizer.eos_token_id()) return *eos;
+  throw InvalidArgument(detail::expected_got("tokenizer prefix token", "a BOS or EOS token", "neither",
+                                             "an empty context and rolling windows condition on one"));
+}
+
 std::vector<int64_t> encode_text(const Tokenizer& tokenizer, const std::string& text) {
-  const auto bos = tokenizer.bos_token();
-  const bool has_bos = bos && !bos->empty() && text.compare(0, bos->size(), *bos) == 0;
-  return tokenizer.encode(text, /*add_special_tokens=*/!has_bos);
+  std::string prefix;
+  if (tokenizer.bos_token_id() || tokenizer.eos_token_id()) prefix = tokenizer.decode({prefix_token_id(tokenizer)});
+  const bool has_prefix = !prefix.empty() && text.compare(0, prefix.size(), prefix) == 0;
+  return tokenizer.encode(text, /*add_special_tokens=*/!has_prefix);
 }
 
 std::pair<std::vector<int64_t>, std::vector<int64_t>> encode_continuation(const Tokenizer& tokenizer,

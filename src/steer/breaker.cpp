@@ -610,7 +610,7 @@ TrainResult train_breaker(Transformer& model, CircuitBreaker& cb, const BreakerD
         const auto tf = teacher_forced_batch(prompts, completions);
         state->completion_mask = tf.target_mask.to(at::kFloat);
         auto handle = attach_with(model, cb, cb.delta, state);
-        auto lp = masked_logprob(model.forward(tf.tokens, tf.attention_mask), tf.tokens, tf.target_mask);
+        auto lp = target_logprob(model, tf);
         const auto b = static_cast<int64_t>(rows.size());
         auto H = lp.narrow(0, 0, b) - lp.narrow(0, b, b);
         harm = obj.harm == "margin" ? at::softplus(H).mean() : H.pow(2).mean();

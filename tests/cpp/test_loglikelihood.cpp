@@ -8,6 +8,7 @@
 
 #include "scalpel/errors.hpp"
 #include "scalpel/eval/loglikelihood.hpp"
+#include "scalpel/eval/metrics.hpp"
 #include "scalpel/model/transformer.hpp"
 
 namespace {
@@ -162,6 +163,20 @@ TEST(Loglikelihood, HooksApply) {
     EXPECT_NEAR(hooked[i].logprob, reference(*m, reqs[i]), 1e-4);
     EXPECT_GT(std::abs(hooked[i].logprob - base[i].logprob), 1e-5);
   }
+}
+
+TEST(Loglikelihood, TargetLogprobEqualsTheFullPassAndHasGradients) {
+  auto m = tiny_model();
+  auto tf = scalpel::teacher_forced_batch({{1, 2, 3, 4, 5, 6, 7}, {9, 8}, {5}}, {{10, 11}, {12, 13, 14, 15, 16}, {17}});
+  auto full = scalpel::masked_logprob(m->forward(tf.tokens, tf.attention_mask), tf.tokens, tf.target_mask);
+  auto fast = scalpel::target_logprob(*m, tf);
+  EXPECT_LT((fast - full).abs().max().item<double>(), 1e-5);
+  // Differentiable through a hook, as the breaker's harm loss needs.
+  auto scale = torch::ones({1}, torch::requires_grad());
+  auto h = m->add_hook("blocks.0.hook_resid_post", [&](const at::Tensor& x, const scalpel::HookPoint&) { return x * scale; });
+  scalpel::target_logprob(*m, tf).sum().backward();
+  ASSERT_TRUE(scale.grad().defined());
+  EXPECT_GT(scale.grad().abs().item<double>(), 0.0);
 }
 
 TEST(Loglikelihood, BadRequestsAreRefused) {

@@ -166,6 +166,36 @@ def test_tasks_through_simple_evaluate_match_hf(tiny, shared):
         for metric in ("acc,none",):
             assert math.isclose(ours["results"][t][metric], theirs["results"][t][metric], abs_tol=1 / 12 + 1e-9)
     assert "acc_norm,none" in ours["results"]["scalpel_hellaswag"]
+    # Zero-shot tasks with their own prompt (TruthfulQA's QA prompt; MC2's probability mass).
+    tasks = ["scalpel_truthfulqa_mc1", "scalpel_truthfulqa_mc2"]
+    ours = _evaluate(ScalpelLM(pretrained=str(tiny), batch_size=8), tasks, 6, shared)
+    theirs = _evaluate(_hflm(tiny), tasks, 6, shared)
+    for t in tasks:
+        _compare(ours, theirs, t)
+        assert abs(ours["results"][t]["acc,none"] - theirs["results"][t]["acc,none"]) < 1e-3
+    truthful = ours
+    # Whole pages over rolling windows (TinyStories' 512 positions: several windows per page).
+    ours = _evaluate(ScalpelLM(pretrained=str(tiny), batch_size=8), ["scalpel_wikitext"], 2, shared)
+    theirs = _evaluate(_hflm(tiny), ["scalpel_wikitext"], 2, shared)
+    for metric in ("word_perplexity,none", "byte_perplexity,none", "bits_per_byte,none"):
+        a, b = ours["results"]["scalpel_wikitext"][metric], theirs["results"]["scalpel_wikitext"][metric]
+        assert abs(a - b) < 1e-4 * abs(b), (metric, a, b)
+    sample = truthful["samples"]["scalpel_truthfulqa_mc1"][0]["arguments"][0][0]
+    assert sample.startswith("Q: What is human life expectancy") and sample.endswith("\nA:")
+
+
+@pytest.mark.oracle
+def test_scalpel_eval_cli_runs_tasks(tiny, shared, tmp_path):
+    from scalpel.cli import main
+
+    rc = main(["eval", "--model", str(tiny), "--tasks", "scalpel_mmlu_anatomy,scalpel_truthfulqa_mc2", "--limit", "3",
+               "--num-fewshot", "0", "--bootstrap", "0", "--data", str(shared / "data"), "--out", str(tmp_path)])
+    assert rc == 0
+    import json
+
+    res = json.loads((tmp_path / "eval.json").read_text())
+    assert set(res["results"]) == {"scalpel_mmlu_anatomy", "scalpel_truthfulqa_mc2"}
+    assert "scalpel_mmlu_anatomy" in (tmp_path / "eval.md").read_text()
 
 
 @pytest.mark.e2e
@@ -179,6 +209,9 @@ def test_gemma_items_match_hf(gemma3_path, gemma3_hf, gemma3_hf_tokenizer, share
     theirs = _evaluate(theirs_lm, tasks, 8, shared, num_fewshot=1)
     for t in tasks:
         _compare(ours, theirs, t)
+    ours = _evaluate(ours_lm, ["scalpel_truthfulqa_mc2"], 5, shared)
+    theirs = _evaluate(theirs_lm, ["scalpel_truthfulqa_mc2"], 5, shared)
+    _compare(ours, theirs, "scalpel_truthfulqa_mc2")
 
 
 @pytest.mark.unit
@@ -225,6 +258,12 @@ def test_engine_python_api(tiny):
     rest = model.final_residual(ids[:, 4:], past=cache)
     assert torch.allclose(torch.cat([first, rest], 1), whole, atol=1e-5)
     assert torch.allclose(model.unembed(whole), model.forward(ids), atol=1e-5)
+    # A Python stop_when ends a row of generate().
+    opts = scalpel.GenerateOptions()
+    opts.max_new_tokens = 10
+    opts.stop_when = lambda row, ids: len(ids) >= 3
+    assert opts.stop_when
+    assert [len(t) for t in model.generate([ids[0].tolist()], opts).new_tokens] == [3]
     # generate_until stops at a stop string (and cuts before it).
     out = scalpel.generate_until(model, ["Once upon a time"], scalpel.GenerateUntilOptions(until=[","], max_gen_toks=30))
     assert "," not in out[0]

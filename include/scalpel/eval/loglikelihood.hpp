@@ -12,6 +12,8 @@
 #include <utility>
 #include <vector>
 
+#include "scalpel/io/prompts.hpp"
+
 namespace scalpel {
 
 class Tokenizer;
@@ -47,13 +49,8 @@ struct LoglikelihoodResult {
   bool is_greedy = false;  ///< every continuation token is the argmax of its position
 };
 
-/// The token the model conditions on when a context is empty and the first
-/// token of every rolling window: BOS when the tokenizer has one, else EOS
-/// (lm-eval's prefix_token_id). InvalidArgument when it has neither.
-int64_t prefix_token_id(const Tokenizer& tokenizer);
-
 /// A text request as lm-eval's causal models encode it: an empty context
-/// becomes the prefix token (or the continuation's own first token when that
+/// becomes the prefix token (prefix_token_id, scalpel/io/prompts.hpp) (or the continuation's own first token when that
 /// is the prefix token), else encode_continuation's split.
 TokenRequest encode_request(const Tokenizer& tokenizer, const std::string& context, const std::string& continuation);
 
@@ -81,7 +78,8 @@ std::vector<double> loglikelihood_rolling(Transformer& model, const Tokenizer& t
 
 struct GenerateUntilOptions {
   /// Generation of a row stops once its text contains one of these; the
-  /// returned text is cut before the first. Empty: the tokenizer's EOS text.
+  /// returned text is cut before the first. A row also stops at EOS and the
+  /// end-of-turn tokens (default_stop_tokens).
   std::vector<std::string> until;
   int64_t max_gen_toks = 256;
   /// Rows per generation batch.

@@ -64,6 +64,12 @@ TeacherForcedBatch teacher_forced_batch(const std::vector<std::vector<int64_t>>&
 
 /// log p(completion | prompt) of each pair, summed over the completion's
 /// tokens, in batches of `batch_size` (hooks on the model apply): [n].
+/// masked_logprob(model.forward(batch.tokens, batch.attention_mask), ...) with
+/// the unembedding computed only at the positions that predict a target:
+/// [batch], differentiable, hooks applied. With a large vocabulary this is
+/// most of the cost of a teacher-forced pass saved.
+at::Tensor target_logprob(Transformer& model, const TeacherForcedBatch& batch);
+
 at::Tensor completion_logprob(Transformer& model, const std::vector<std::vector<int64_t>>& prompts,
                               const std::vector<std::vector<int64_t>>& completions, int64_t batch_size = 16);
 

@@ -45,9 +45,15 @@ std::vector<int64_t> post_instruction_positions(const Tokenizer& tokenizer, cons
 /// <|end|>) the vocabulary has: where a chat answer stops.
 std::vector<int64_t> default_stop_tokens(const Tokenizer& tokenizer);
 
+/// The token a model conditions on when a context is empty and the first
+/// token of every rolling window: BOS when the tokenizer has one, else EOS
+/// (lm-evaluation-harness's prefix_token_id). InvalidArgument when it has
+/// neither.
+int64_t prefix_token_id(const Tokenizer& tokenizer);
+
 /// Text to ids as lm-evaluation-harness encodes a prompt or document: with
 /// the tokenizer's special tokens (e.g. BOS), unless the text already starts
-/// with the BOS token's text.
+/// with the prefix token's text (BOS, else EOS).
 std::vector<int64_t> encode_text(const Tokenizer& tokenizer, const std::string& text);
 
 /// A (context, continuation) pair as token ids, split the way
