@@ -364,6 +364,12 @@ std::vector<std::string> generate_until(Transformer& model, const Tokenizer& tok
   std::vector<std::string> until;
   for (const auto& u : options.until)
     if (!u.empty()) until.push_back(u);
+  // The EOS text is a stop string too (lm-eval adds it): a model may spell it
+  // out in ordinary tokens rather than emit the EOS id.
+  if (auto eos = tokenizer.eos_token_id()) {
+    const auto text = tokenizer.decode({*eos});
+    if (!text.empty() && std::find(until.begin(), until.end(), text) == until.end()) until.push_back(text);
+  }
   // EOS and the end-of-turn tokens (Gemma's <end_of_turn>, ...), as a model's
   // generation config lists them for transformers' generate.
   const std::vector<int64_t> stop_tokens = default_stop_tokens(tokenizer);

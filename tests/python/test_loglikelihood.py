@@ -185,6 +185,19 @@ def test_tasks_through_simple_evaluate_match_hf(tiny, shared):
 
 
 @pytest.mark.oracle
+def test_gsm8k_generations_match_hf(tiny, shared):
+    from scalpel.lm_eval import ScalpelLM
+
+    ours = _evaluate(ScalpelLM(pretrained=str(tiny), batch_size=4), ["scalpel_gsm8k_cot"], 4, shared, num_fewshot=2)
+    theirs = _evaluate(_hflm(tiny), ["scalpel_gsm8k_cot"], 4, shared, num_fewshot=2)
+    a = {s["doc_id"]: s["resps"][0][0] for s in ours["samples"]["scalpel_gsm8k_cot"]}
+    b = {s["doc_id"]: s["resps"][0][0] for s in theirs["samples"]["scalpel_gsm8k_cot"]}
+    assert a == b and all(isinstance(t, str) for t in a.values())
+    for key in ("exact_match,strict-match", "exact_match,flexible-extract"):
+        assert ours["results"]["scalpel_gsm8k_cot"][key] == theirs["results"]["scalpel_gsm8k_cot"][key]
+
+
+@pytest.mark.oracle
 def test_scalpel_eval_cli_runs_tasks(tiny, shared, tmp_path):
     from scalpel.cli import main
 

@@ -78,8 +78,9 @@ std::vector<double> loglikelihood_rolling(Transformer& model, const Tokenizer& t
 
 struct GenerateUntilOptions {
   /// Generation of a row stops once its text contains one of these; the
-  /// returned text is cut before the first. A row also stops at EOS and the
-  /// end-of-turn tokens (default_stop_tokens).
+  /// returned text is cut before the first. The EOS token's text is added
+  /// (as lm-eval adds it); a row also stops at the EOS and end-of-turn ids
+  /// (default_stop_tokens).
   std::vector<std::string> until;
   int64_t max_gen_toks = 256;
   /// Rows per generation batch.

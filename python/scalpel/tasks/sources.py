@@ -231,3 +231,30 @@ def wikitext_results(doc: dict[str, Any], results: list[float]) -> dict[str, tup
 def wikitext(data_dir: str | None = None, **_: Any) -> dict[str, Any]:
     root = globals()["data_dir"](data_dir)
     return {"test": _dataset(read_wikitext_pages(_file(root, "wikitext-2-raw", "wiki.test.raw")))}
+
+
+# GSM8K (chain of thought) ---------------------------------------------------------------------
+
+def read_gsm8k(path: Path) -> list[dict[str, Any]]:
+    """test.jsonl: {question, answer}, the answer ending in '#### <number>'."""
+    import json
+
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise FormatError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+        if not isinstance(row, dict) or not isinstance(row.get("question"), str) or "####" not in str(row.get("answer")):
+            raise FormatError(f"{path}:{n}: expected {{question, answer}} with the answer ending in '#### <number>'")
+        rows.append({"question": row["question"], "answer": row["answer"]})
+    if not rows:
+        raise FormatError(f"{path}: no rows")
+    return rows
+
+
+def gsm8k(data_dir: str | None = None, **_: Any) -> dict[str, Any]:
+    root = globals()["data_dir"](data_dir)
+    return {"test": _dataset(read_gsm8k(_file(root, "gsm8k", "test.jsonl")))}
