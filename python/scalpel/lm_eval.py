@@ -93,7 +93,10 @@ class ScalpelLM(LM):
         if unknown:
             raise TypeError(f"ScalpelLM: unknown arguments {sorted(unknown)}")
         if kwargs.get("device") not in (None, "cpu"):
-            raise ValueError(f"ScalpelLM: device {kwargs['device']!r} is not supported here; scalpel runs on cpu")
+            # lm-eval's command line passes its default "cuda:0" whatever the machine has.
+            import warnings
+
+            warnings.warn(f"ScalpelLM: device {kwargs['device']!r} ignored; the model runs on cpu", stacklevel=2)
         self.model = model if model is not None else load(pretrained, dtype=dtype)
         # What lm-eval's request cache keys on: the checkpoint, or this model object.
         self._name = f"scalpel:{pretrained}" if pretrained is not None else f"scalpel:model-{id(model):x}"
@@ -109,9 +112,13 @@ class ScalpelLM(LM):
     def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None) -> "ScalpelLM":
         from lm_eval.utils import simple_parse_args_string
 
-        args = simple_parse_args_string(arg_string)
-        extra = {k: v for k, v in (additional_config or {}).items() if v is not None}
-        return cls(**args, **extra)
+        return cls.create_from_arg_obj(simple_parse_args_string(arg_string), additional_config)
+
+    @classmethod
+    def create_from_arg_obj(cls, arg_dict: dict, additional_config: dict | None = None) -> "ScalpelLM":
+        # lm-eval's own settings (--batch_size, --device) fill in what the model arguments leave out.
+        extra = {k: v for k, v in (additional_config or {}).items() if v is not None and k not in arg_dict}
+        return cls(**arg_dict, **extra)
 
     # lm-eval's request types ------------------------------------------------------------------
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:

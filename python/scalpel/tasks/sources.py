@@ -258,3 +258,31 @@ def read_gsm8k(path: Path) -> list[dict[str, Any]]:
 def gsm8k(data_dir: str | None = None, **_: Any) -> dict[str, Any]:
     root = globals()["data_dir"](data_dir)
     return {"test": _dataset(read_gsm8k(_file(root, "gsm8k", "test.jsonl")))}
+
+
+# BIG-Bench Hard -------------------------------------------------------------------------------
+
+def read_bbh(path: Path) -> list[dict[str, Any]]:
+    """<task>.json: {"examples": [{input, target}, ...]} (plus BIG-Bench's canary string)."""
+    import json
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise FormatError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+    examples = data.get("examples") if isinstance(data, dict) else None
+    if not isinstance(examples, list) or not examples:
+        raise FormatError(f"{path}: expected an object with a non-empty 'examples' list")
+    rows = []
+    for n, ex in enumerate(examples):
+        if not isinstance(ex, dict) or not isinstance(ex.get("input"), str) or not isinstance(ex.get("target"), str):
+            raise FormatError(f"{path}: example {n}: expected {{input, target}} strings")
+        rows.append({"input": ex["input"], "target": ex["target"]})
+    return rows
+
+
+def bbh(subtask: str | None = None, data_dir: str | None = None, **_: Any) -> dict[str, Any]:
+    if not subtask:
+        raise ValueError("scalpel_bbh tasks: dataset_kwargs must name the subtask")
+    root = globals()["data_dir"](data_dir)
+    return {"test": _dataset(read_bbh(_file(root, "bbh", f"{subtask}.json")))}
