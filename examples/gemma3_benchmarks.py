@@ -42,6 +42,8 @@ def main() -> int:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--data", default=None, help="data folder (default: $SCALPEL_DATA or ../shared/data)")
     ap.add_argument("--out", default=str(REPO / "docs/results/gemma3-270m-benchmarks"))
+    ap.add_argument("--only", nargs="+", default=None,
+                    help="run these tasks only and update their rows of an existing --out .json / .md")
     args = ap.parse_args()
 
     import lm_eval
@@ -65,11 +67,16 @@ def main() -> int:
                                  for s in SUBJECTS}),
             ("scalpel_truthfulqa_mc1", 0, {"scalpel_truthfulqa_mc1": subset("scalpel_truthfulqa_mc1", args.truthfulqa)}),
             ("scalpel_truthfulqa_mc2", 0, {"scalpel_truthfulqa_mc2": subset("scalpel_truthfulqa_mc2", args.truthfulqa)})]
-    rows, record = [], {"seed": args.seed, "batch_size": args.batch_size, "tasks": {}}
+    dest = Path(args.out)
+    record = {"seed": args.seed, "batch_size": args.batch_size, "tasks": {}}
+    if args.only:
+        record = json.loads(Path(str(dest) + ".json").read_text())
+        runs = [r for r in runs if r[0] in args.only]
     for task, shots, samples in runs:
         t0 = time.perf_counter()
+        # bootstrap_iters=1: lm-eval's closed-form standard error of a mean (no bootstrap for means)
         out = lm_eval.simple_evaluate(model=lm, tasks=[task], num_fewshot=shots, samples=samples, task_manager=tm,
-                                      bootstrap_iters=0, log_samples=False)
+                                      bootstrap_iters=1, log_samples=False)
         seconds = time.perf_counter() - t0
         res = out["results"][task]
         n = sum(len(v) for v in samples.values())
@@ -78,20 +85,21 @@ def main() -> int:
             if key not in res:
                 continue
             value = float(res[key])
-            if task.endswith("mc2"):
-                per_item = None
-                lo = hi = float("nan")
-                err = res.get(f"{metric}_stderr,none")
-                if isinstance(err, float):
-                    lo, hi = value - 1.96 * err, value + 1.96 * err
+            if task.endswith("mc2"):  # a mean of probability masses: mean ± 1.96 standard errors
+                err = float(res[f"{metric}_stderr,none"])
+                lo, hi = value - 1.96 * err, value + 1.96 * err
             else:
                 lo, hi = wilson(value, n)
             pub = PUBLISHED.get(task)
-            published = f"{pub[1]:.1f}" if pub and pub[0] == metric else ""
-            rows.append((task, shots, metric, n, value, lo, hi, published, seconds))
             record["tasks"][f"{task}/{metric}"] = {"fewshot": shots, "items": n, "value": value, "ci95": [lo, hi],
-                                                   "published": published or None, "seconds": round(seconds, 1)}
-        print(rows[-1], flush=True)
+                                                   "published": f"{pub[1]:.1f}" if pub and pub[0] == metric else None,
+                                                   "seconds": round(seconds, 1)}
+            print(task, metric, record["tasks"][f"{task}/{metric}"], flush=True)
+    rows = []
+    for key, r in record["tasks"].items():
+        task, metric = key.split("/")
+        rows.append((task, r["fewshot"], metric, r["items"], r["value"], r["ci95"][0], r["ci95"][1],
+                     r["published"] or "", r["seconds"]))
 
     lines = ["# Gemma 3 270M (packaged Q4_K_M GGUF, float32) on capability benchmarks",
              "",
@@ -112,7 +120,6 @@ def main() -> int:
               "model is the Q4_K_M quantization, and scalpel_hellaswag's query keeps ctx_b's first letter as the",
               "data file has it (lm-eval capitalizes it; docs/evaluation.md). A gap of a point or two is therefore",
               "expected; a gap outside the interval plus that would point at a bug.", ""]
-    dest = Path(args.out)
     from scalpel import _scalpel
 
     _scalpel.write_file_atomic(str(dest) + ".md", "\n".join(lines))

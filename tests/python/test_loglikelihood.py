@@ -201,6 +201,21 @@ def test_generation_tasks_match_hf(tiny, shared):
 
 
 @pytest.mark.oracle
+def test_bbh_chain_of_thought_task_loads(shared):
+    # Its 1024 generated tokens do not fit TinyStories' 512 positions (lm-eval's hf refuses it too), so
+    # only the task is checked here: the prompt, the exemplars and the answer filter.
+    from scalpel.lm_eval import task_manager
+
+    task = task_manager(shared / "data").load_task_or_group(["scalpel_bbh_cot_navigate"])["scalpel_bbh_cot_navigate"]
+    doc = task.test_docs()[0]
+    assert task.doc_to_text(doc).endswith("A: Let's think step by step.\n")
+    assert task.config.generation_kwargs["max_gen_toks"] == 1024
+    samples = task.config.fewshot_config.samples
+    assert len(samples) == 3 and "So the answer is" in samples[0]["target"]
+    assert [f["name"] for f in task.config.filter_list] == ["get-answer"]
+
+
+@pytest.mark.oracle
 def test_lm_eval_command_line_knows_scalpel(tiny, shared, tmp_path, monkeypatch):
     from scalpel.cli import main
 
