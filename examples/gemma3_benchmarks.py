@@ -72,6 +72,7 @@ def main() -> int:
     if args.only:
         record = json.loads(Path(str(dest) + ".json").read_text())
         runs = [r for r in runs if r[0] in args.only]
+        record.setdefault("reruns", []).append(" ".join(args.only))
     for task, shots, samples in runs:
         t0 = time.perf_counter()
         # bootstrap_iters=1: lm-eval's closed-form standard error of a mean (no bootstrap for means)
@@ -109,6 +110,7 @@ def main() -> int:
              "",
              "    .venv/bin/python examples/gemma3_benchmarks.py " +
              f"--hellaswag {args.hellaswag} --mmlu-per-subject {args.mmlu_per_subject} --truthfulqa {args.truthfulqa}",
+             ""] + [f"Rerun into this report: `--only {r}`." for r in record.get("reruns", [])] + [
              "",
              "| task | shots | metric | items | scalpel (%) | 95 % interval | Google, pretrained (%) | seconds |",
              "|---|---|---|---|---|---|---|---|"]
