@@ -57,7 +57,7 @@ def main() -> int:
     rnd = random.Random(args.seed)
 
     def subset(task: str, n: int) -> list[int]:
-        size = len(tm.load_task_or_group([task])[task].eval_docs)
+        size = len(tm.load([task])["tasks"][task].eval_docs)
         return sorted(rnd.sample(range(size), min(n, size)))
 
     from scalpel.tasks.make_mmlu_tasks import SUBJECTS

@@ -206,7 +206,7 @@ def test_bbh_chain_of_thought_task_loads(shared):
     # only the task is checked here: the prompt, the exemplars and the answer filter.
     from scalpel.lm_eval import task_manager
 
-    task = task_manager(shared / "data").load_task_or_group(["scalpel_bbh_cot_navigate"])["scalpel_bbh_cot_navigate"]
+    task = task_manager(shared / "data").load(["scalpel_bbh_cot_navigate"])["tasks"]["scalpel_bbh_cot_navigate"]
     doc = task.test_docs()[0]
     assert task.doc_to_text(doc).endswith("A: Let's think step by step.\n")
     assert task.config.generation_kwargs["max_gen_toks"] == 1024
