@@ -76,14 +76,15 @@ class ScalpelLM(LM):
 
     pretrained: a packaged model name ("gemma3-270m"), a GGUF file or a Hugging
     Face directory; or model: an already-loaded (possibly intervened)
-    scalpel Transformer. batch_size: rows per forward pass ("auto" means 16).
+    scalpel Transformer. batch_size: rows per forward pass ("auto" means 16); max_batch_tokens: at most
+    this many context tokens per pass (fewer rows of long contexts run faster on CPU).
     max_length: the longest input (0: the model's). share_context: run each
     distinct context once (False: whole sequences, for hooks that must see
     them). progress: scalpel's own progress lines.
     """
 
     def __init__(self, pretrained: str | None = None, model: Any = None, dtype: str = "float32",
-                 batch_size: Any = 16, max_length: int = 0, share_context: bool = True,
+                 batch_size: Any = 16, max_batch_tokens: int = 4096, max_length: int = 0, share_context: bool = True,
                  progress: bool = True, **kwargs: Any) -> None:
         super().__init__()
         if (pretrained is None) == (model is None):
@@ -105,7 +106,8 @@ class ScalpelLM(LM):
             share_context = share_context.lower() not in ("0", "false", "no")
         if isinstance(progress, str):
             progress = progress.lower() not in ("0", "false", "no")
-        self.options = _scalpel.LoglikelihoodOptions(batch_size=_batch_size(batch_size), max_length=int(max_length),
+        self.options = _scalpel.LoglikelihoodOptions(batch_size=_batch_size(batch_size),
+                                                     max_batch_tokens=int(max_batch_tokens), max_length=int(max_length),
                                                      share_context=bool(share_context), progress=bool(progress))
 
     @classmethod

@@ -17,12 +17,14 @@ void bind_eval(py::module_& m) {
         "Fraction of completions judged refusals by is_refusal.");
 
   py::class_<LoglikelihoodOptions>(m, "LoglikelihoodOptions")
-      .def(py::init([](int64_t batch_size, int64_t max_length, bool share_context, bool progress) {
-             return LoglikelihoodOptions{batch_size, max_length, share_context, progress};
+      .def(py::init([](int64_t batch_size, int64_t max_batch_tokens, int64_t max_length, bool share_context,
+                       bool progress) {
+             return LoglikelihoodOptions{batch_size, max_batch_tokens, max_length, share_context, progress};
            }),
-           py::arg("batch_size") = 16, py::arg("max_length") = 0, py::arg("share_context") = true,
-           py::arg("progress") = true)
+           py::arg("batch_size") = 16, py::arg("max_batch_tokens") = 4096, py::arg("max_length") = 0,
+           py::arg("share_context") = true, py::arg("progress") = true)
       .def_readwrite("batch_size", &LoglikelihoodOptions::batch_size)
+      .def_readwrite("max_batch_tokens", &LoglikelihoodOptions::max_batch_tokens)
       .def_readwrite("max_length", &LoglikelihoodOptions::max_length)
       .def_readwrite("share_context", &LoglikelihoodOptions::share_context)
       .def_readwrite("progress", &LoglikelihoodOptions::progress);

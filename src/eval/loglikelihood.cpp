@@ -21,6 +21,8 @@ namespace {
 
 // A batch's common context prefix shorter than this is not run separately.
 constexpr size_t kMinSharedPrefix = 16;
+// Contexts with the same first tokens are batched together (see below).
+constexpr size_t kBucketTokens = 64;
 
 int64_t resolve_max_length(const Transformer& model, int64_t max_length) {
   if (max_length < 0)
@@ -107,6 +109,9 @@ TokenRequest encode_request(const Tokenizer& tokenizer, const std::string& conte
 std::vector<LoglikelihoodResult> loglikelihood_tokens(Transformer& model, const std::vector<TokenRequest>& requests,
                                                       const LoglikelihoodOptions& options) {
   check_batch_size(options.batch_size);
+  if (options.max_batch_tokens < 0)
+    throw InvalidArgument(detail::expected_got("max_batch_tokens", "0 (no limit) or a positive number of tokens",
+                                               std::to_string(options.max_batch_tokens)));
   const int64_t max_length = resolve_max_length(model, options.max_length);
   const int64_t vocab = model.config().d_vocab;
   at::NoGradGuard no_grad;
@@ -181,17 +186,31 @@ std::vector<LoglikelihoodResult> loglikelihood_tokens(Transformer& model, const 
     return out;
   }
 
-  // Distinct contexts, each with the requests that continue it, in token
-  // order: contexts that share a prefix (a few-shot preamble, a document)
-  // land in the same batches.
+  // Distinct contexts, each with the requests that continue it, ordered so
+  // that contexts sharing a beginning (a few-shot preamble, a question
+  // prompt: the same first kBucketTokens tokens) are neighbours, and by
+  // length within those buckets and between them (longest first, like
+  // lm-eval), so that batches share prefixes and waste little padding.
   std::map<std::vector<int64_t>, std::vector<size_t>> groups;
   for (size_t i = 0; i < requests.size(); ++i) groups[contexts[i]].push_back(i);
+  std::map<std::vector<int64_t>, std::vector<const std::vector<int64_t>*>> buckets;
+  for (const auto& [ctx, m] : groups)
+    buckets[std::vector<int64_t>(ctx.begin(), ctx.begin() + static_cast<std::ptrdiff_t>(std::min(ctx.size(), kBucketTokens)))]
+        .push_back(&ctx);
+  std::vector<std::vector<const std::vector<int64_t>*>> ordered;
+  for (auto& [key, ctxs] : buckets) {
+    std::stable_sort(ctxs.begin(), ctxs.end(), [](const auto* a, const auto* b) { return a->size() > b->size(); });
+    ordered.push_back(std::move(ctxs));
+  }
+  std::stable_sort(ordered.begin(), ordered.end(),
+                   [](const auto& a, const auto& b) { return a.front()->size() > b.front()->size(); });
   std::vector<const std::vector<int64_t>*> distinct;
   std::vector<const std::vector<size_t>*> members;
-  for (const auto& [ctx, m] : groups) {
-    distinct.push_back(&ctx);
-    members.push_back(&m);
-  }
+  for (const auto& bucket : ordered)
+    for (const auto* ctx : bucket) {
+      distinct.push_back(ctx);
+      members.push_back(&groups.at(*ctx));
+    }
 
   // The keys and values of the last shared prefix run, reused while the
   // next batches start with it too.
@@ -206,7 +225,11 @@ std::vector<LoglikelihoodResult> loglikelihood_tokens(Transformer& model, const 
     // would leave the batch without the prefix it shares (a few-shot
     // preamble ends where the next subject's begins).
     size_t lcp = distinct[s]->size() - 1;  // every context keeps a token of its own
+    size_t longest = distinct[s]->size();
     for (e = s + 1; e < distinct.size() && e - s < static_cast<size_t>(options.batch_size); ++e) {
+      const size_t widest = std::max(longest, distinct[e]->size());
+      if (options.max_batch_tokens > 0 && (e - s + 1) * widest > static_cast<size_t>(options.max_batch_tokens)) break;
+      longest = widest;
       const auto& a = *distinct[s];
       const auto& b = *distinct[e];
       const size_t common = static_cast<size_t>(

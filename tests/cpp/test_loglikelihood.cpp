@@ -21,7 +21,7 @@ std::shared_ptr<scalpel::Transformer> tiny_model() {
   return scalpel::Transformer::from_config(
       R"({"architectures": ["MistralForCausalLM"], "model_type": "mistral", "hidden_size": 32, "intermediate_size": 48,
           "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 40,
-          "max_position_embeddings": 64, "rms_norm_eps": 1e-6, "sliding_window": 5, "tie_word_embeddings": false})",
+          "max_position_embeddings": 256, "rms_norm_eps": 1e-6, "sliding_window": 5, "tie_word_embeddings": false})",
       3, 0.3);
 }
 
@@ -40,10 +40,10 @@ double reference(scalpel::Transformer& m, const TokenRequest& r, int64_t max_len
 }
 
 std::vector<TokenRequest> requests() {
-  // A few-shot-like preamble of 20 tokens that several contexts share (the
-  // engine runs it once), then contexts of their own.
+  // A few-shot-like preamble of 70 tokens that several contexts share (one
+  // bucket; the engine runs the preamble once), then contexts of their own.
   std::vector<int64_t> pre;
-  for (int64_t i = 0; i < 20; ++i) pre.push_back(1 + (i * 7) % 37);
+  for (int64_t i = 0; i < 70; ++i) pre.push_back(1 + (i * 7) % 37);
   auto with = [&](std::vector<int64_t> tail) {
     auto v = pre;
     v.insert(v.end(), tail.begin(), tail.end());

@@ -23,6 +23,10 @@ struct LoglikelihoodOptions {
   /// Rows per forward pass: distinct contexts in the context pass,
   /// continuations in the continuation pass.
   int64_t batch_size = 16;
+  /// At most this many context tokens per pass (rows × the longest row),
+  /// whatever batch_size says: on CPU, passes over long rows run faster in
+  /// fewer rows (activations that fit the caches). 0: no limit.
+  int64_t max_batch_tokens = 4096;
   /// The longest input (tokens); longer context + continuation is cut from
   /// the left as lm-eval cuts it. 0: the model's n_ctx, else 2048 (lm-eval's
   /// default).
