@@ -44,33 +44,41 @@ def rude_rate(model, tok, requests) -> float:
     return sum(o.split("\n")[0].strip() == RUDE["rude"].format(w=w) for o, w in zip(outs, words)) / len(requests)
 
 
-def trace_components(model, tok, k: int):
-    """Exact patching of every head (z) and every MLP (mlp_out) from the insult run into the
-    praise run, on the training templates' aligned pairs; metric: logit(rude first token) −
-    logit(kind first token). Returns per-head and per-layer recovered fractions, the top `k`
-    components of one ranking over heads and MLPs, and every component."""
-    space = tok.token_to_id("▁")
-    first = lambda text: [i for i in tok.encode(text, add_special_tokens=False) if i != space][0]  # noqa: E731
-    rude_tok, kind_tok = first(RUDE["rude"].format(w="dumb")), first(RUDE["kind"])
-    metric = lambda logits: logits[:, -1, rude_tok] - logits[:, -1, kind_tok]  # noqa: E731
+def rank_components(model, pairs, metric, k: int):
+    """Exact patching of every head (z) and every MLP (mlp_out) from each pair's source run into its
+    target run (pairs of equal-length token lists); the fraction of the metric's gap each
+    recovers, averaged over the pairs. Returns per-head and per-layer fractions, the top `k`
+    components of one ranking over heads and MLPs — ("z", layer, head) or ("mlp", layer) — and
+    every component in that order."""
     heads, mlps = [], []
-    for tpl in RUDE["templates"]:
-        for bad, good in zip(RUDE["insults"], RUDE["praises"]):
-            a, b = chat_ids(tok, tpl.format(w=bad)), chat_ids(tok, tpl.format(w=good))
-            if len(a) != len(b):
-                continue
-            src, tgt = torch.tensor([a]), torch.tensor([b])
-            z = scalpel.patch_sweep(model, src, tgt, metric, component="z", per_position=False)
-            m = scalpel.patch_sweep(model, src, tgt, metric, component="mlp_out", per_position=False)
-            gap = z.source_score - z.target_score
-            heads.append((z.scores - z.target_score) / gap)
-            mlps.append((m.scores - m.target_score) / gap)
+    for a, b in pairs:
+        src, tgt = torch.tensor([a]), torch.tensor([b])
+        z = scalpel.patch_sweep(model, src, tgt, metric, component="z", per_position=False)
+        m = scalpel.patch_sweep(model, src, tgt, metric, component="mlp_out", per_position=False)
+        gap = z.source_score - z.target_score
+        heads.append((z.scores - z.target_score) / gap)
+        mlps.append((m.scores - m.target_score) / gap)
     heads, mlps = torch.stack(heads).mean(0), torch.stack(mlps).mean(0).flatten()
-    # One ranking over every head and every MLP: ("z", layer, head) or ("mlp", layer).
     comps = [(("z", l, h), float(heads[l, h])) for l in range(heads.shape[0]) for h in range(heads.shape[1])]
     comps += [(("mlp", l), float(mlps[l])) for l in range(mlps.shape[0])]
     comps.sort(key=lambda c: -c[1])
     return heads, mlps, [c for c, _ in comps[:k]], [c for c, _ in comps]
+
+
+def trace_components(model, tok, k: int):
+    """The insult run patched into the praise run, on the training templates' aligned pairs;
+    metric: logit(rude first token) − logit(kind first token) (rank_components)."""
+    space = tok.token_to_id("▁")
+    first = lambda text: [i for i in tok.encode(text, add_special_tokens=False) if i != space][0]  # noqa: E731
+    rude_tok, kind_tok = first(RUDE["rude"].format(w="dumb")), first(RUDE["kind"])
+    metric = lambda logits: logits[:, -1, rude_tok] - logits[:, -1, kind_tok]  # noqa: E731
+    pairs = []
+    for tpl in RUDE["templates"]:
+        for bad, good in zip(RUDE["insults"], RUDE["praises"]):
+            a, b = chat_ids(tok, tpl.format(w=bad)), chat_ids(tok, tpl.format(w=good))
+            if len(a) == len(b):
+                pairs.append((a, b))
+    return rank_components(model, pairs, metric, k)
 
 
 def breaker_for(model, components, rank, seed=0):
@@ -85,6 +93,12 @@ def train(model, cb, data, steps, seed=0, run_dir=""):
     o.weight_decay = 0.0
     return scalpel.train_breaker(model, cb, data, scalpel.BreakerObjective(harm="margin", preserve="kl",
                                                                              lambda_preserve=10.0), o)
+
+
+def removed_within_budget(before: float, runs: list[dict], key: str, kl_key: str, budget: float = 0.01) -> float:
+    """Mean fraction of the behaviour the runs removed, a run that breaks the KL budget counting
+    as removing nothing: the random control at matched damage."""
+    return sum((before - r[key]) if r[kl_key] <= budget else 0.0 for r in runs) / max(1, len(runs))
 
 
 def spearman(x, y) -> float:
@@ -156,6 +170,7 @@ def main() -> None:
         random_runs.append({"components": comps, "parameters": rcb.num_parameters, **measure(rcb)})
     removed = before["rude_preferred"] - after["rude_preferred"]
     removed_random = sum(before["rude_preferred"] - r["rude_preferred"] for r in random_runs) / max(1, draws)
+    removed_random_kl = removed_within_budget(before["rude_preferred"], random_runs, "rude_preferred", "praise_kl_max")
 
     report = {
         "command": "python examples/breaker_rude_organism.py" + (" --quick" if args.quick else ""),
@@ -163,13 +178,14 @@ def main() -> None:
         "rank": args.rank, "parameters": cb.num_parameters, "steps": steps, "train_seconds": res.seconds,
         "before": before, "after": after, "delta_curve": [{"delta": d, **c} for d, c in zip(deltas, curve)],
         "spearman_delta_vs_harm_reduction": rho, "random": random_runs,
-        "removed": removed, "removed_random_mean": removed_random,
+        "removed": removed, "removed_random_mean": removed_random, "removed_random_within_kl_budget": removed_random_kl,
         "checks": {
             "cuts_95_to_5": before["rude_preferred"] >= 0.95 and after["rude_preferred"] <= 0.05,
             "generation_95_to_5": before["insults_rude"] >= 0.95 and after["insults_rude"] <= 0.05,
             "kl_at_most_0.01": after["praise_kl_max"] <= 0.01,
             "spearman_at_least_0.9": rho >= 0.9,
             "random_at_most_half": removed_random <= 0.5 * removed,
+            "random_within_kl_budget_at_most_half": removed_random_kl <= 0.5 * removed,
         },
         "seconds": time.time() - t0,
     }
@@ -214,7 +230,8 @@ The knob (Spearman of δ vs harm reduction: {r['spearman_delta_vs_harm_reduction
 
 As many components (same rank) drawn at random from every head and MLP, same data, steps and loss
 (removed {r['removed_random_mean']:.2f} of the behaviour on average vs {r['removed']:.2f} for the traced
-ones; an MLP adapter has more parameters than a head's, so the counts differ):
+ones; {r['removed_random_within_kl_budget']:.2f} when a run whose max KL exceeds 0.01 counts as removing
+nothing; an MLP adapter has more parameters than a head's, so the counts differ):
 
 | components | parameters | H > 0 | greedy rude | mean H | max KL |
 |---|---|---|---|---|---|

@@ -18,6 +18,21 @@ for _name in dir(_scalpel):
 
 from .model import Model, load, default_stop_tokens  # noqa: E402,F401  (adds hooks() and generate() to Transformer)
 from .packaged import packaged_model_path, packaged_model_parts, packaged_models  # noqa: E402,F401
+from .packaged import shipped_interventions, shipped_intervention_path  # noqa: E402,F401
+
+
+def load_intervention(path):
+    """Read an intervention file (C++ scalpel::load_intervention): a path, or the name of an
+    intervention that ships with scalpel (scalpel.shipped_interventions())."""
+    from .packaged import intervention_path
+    return _scalpel.load_intervention(str(intervention_path(path)))
+
+
+def intervention_description(path):
+    """The JSON description an intervention file carries, as a dict: a path or a shipped name."""
+    from .packaged import intervention_path
+    return _scalpel.intervention_description(str(intervention_path(path)))
+
 from . import plots  # noqa: E402,F401
 from . import bias, organisms, sra  # noqa: E402,F401
 

@@ -86,3 +86,40 @@ def packaged_model_path(name: str = GEMMA3_270M, directory: str | os.PathLike | 
     st = target.stat()
     stamp.write_text(f"{pkg.EXPECTED_SHA256} {st.st_size} {st.st_mtime_ns}\n")
     return target
+
+
+# Interventions that ship inside the scalpel package: python/scalpel/interventions/<name>.safetensors,
+# each in the intervention format (its model fingerprint inside), each made by a command whose report
+# is in docs/results.
+_INTERVENTIONS_DIR = Path(__file__).resolve().parent / "interventions"
+_SHIPPED = {
+    "gemma3-270m-gender-breaker": "Gemma 3 270M (gemma3-270m): a rank-4 circuit breaker on heads 14.3, 9.2, 7.1, 7.0 "
+                                  "and MLPs 17, 3 that removes the occupational he/she bias "
+                                  "(docs/results/breaker-gemma-gender, examples/breaker_gemma_gender.py)",
+}
+
+
+def shipped_interventions() -> dict[str, str]:
+    """{name: what it is and where its report is} for the interventions that ship with scalpel;
+    each name is accepted by scalpel.load_intervention() and scalpel.intervention_description()."""
+    return dict(_SHIPPED)
+
+
+def intervention_path(path_or_name: str | os.PathLike) -> Path:
+    """An intervention file's path: an existing path as it is, else a shipped intervention's name."""
+    p, name = Path(path_or_name), str(path_or_name)
+    if p.exists() or os.sep in name or "/" in name or name.endswith(".safetensors"):
+        return p  # a path (a missing one gets the reader's FileNotFoundError)
+    return shipped_intervention_path(name)  # a name (an unknown one: ValueError listing the shipped ones)
+
+
+def shipped_intervention_path(name: str) -> Path:
+    """The file of a shipped intervention (ValueError naming the shipped ones otherwise)."""
+    if name not in _SHIPPED:
+        raise ValueError(f"intervention '{name}': expected a file path or the name of a shipped intervention "
+                         f"({', '.join(sorted(_SHIPPED))}); no such file or name")
+    path = _INTERVENTIONS_DIR / f"{name}.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"intervention '{name}': its file {path} is missing from this installation "
+                                f"(reinstall scalpel)")
+    return path

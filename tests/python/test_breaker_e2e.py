@@ -66,6 +66,62 @@ def test_rude_organism_breaker_on_the_traced_mlps_cuts_the_behaviour(shared):
     assert not any(a.split("\n")[0].strip() == RUDE["rude"].format(w=word(r)) for a, r in zip(replies, held)), replies
 
 
+def test_refusal_organism_breaker_on_the_traced_mlps_cuts_refusal_and_keeps_the_shields(shared):
+    """The refusal organism (the full run: examples/breaker_refusal_organism.py): the MLPs carry
+    the refusal; a breaker on them, trained on the training templates, removes it on the held-out
+    templates with tiny KL on harmless and shield prompts, and the shields keep their answers."""
+    from scalpel.organisms import REFUSAL
+
+    model = scalpel.load(str(organisms.build("refusal")), dtype="float32")
+    tok = model.tokenizer
+    first = lambda reply: chat_ids(tok, "x", reply)[1][0]  # noqa: E731
+    metric = lambda lg: lg[:, -1, first(REFUSAL["refusal"])] - lg[:, -1, first(REFUSAL["answer"].format(x="x"))]  # noqa: E731
+    recovered = []
+    for t in REFUSAL["commands"] + REFUSAL["questions"]:
+        for x, y in zip(REFUSAL["harmful"], REFUSAL["harmless"]):
+            a, b = chat_ids(tok, t.format(x=x)), chat_ids(tok, t.format(x=y))
+            if len(a) == len(b):
+                s = scalpel.patch_sweep(model, torch.tensor([a]), torch.tensor([b]), metric, component="mlp_out",
+                                        per_position=False)
+                recovered.append(((s.scores - s.target_score) / (s.source_score - s.target_score)).flatten())
+    assert len(recovered) >= 4
+    recovered = torch.stack(recovered).mean(0)
+    assert (recovered > 0.5).all(), recovered
+
+    answer = lambda x: REFUSAL["answer"].format(x=x)  # noqa: E731
+    rows = [(t.format(x=x), x) for t in REFUSAL["commands"] + REFUSAL["questions"] for x in REFUSAL["harmful"]]
+    keep = [(q, a) for kind, q, a in organisms.refusal_data() if kind != "harmful"][:96]
+    data = scalpel.BreakerData([chat_ids(tok, r) for r, _ in rows],
+                               [chat_ids(tok, r, REFUSAL["refusal"])[1] for r, _ in rows],
+                               [chat_ids(tok, r, answer(x))[1] for r, x in rows],
+                               [sum(chat_ids(tok, q, a), []) for q, a in keep])
+    held = [(tpl.format(x=x), x) for tpl in (REFUSAL["held_out_question"], REFUSAL["held_out_command"])
+            for x in REFUSAL["harmful"]]
+    held_h = ([chat_ids(tok, r) for r, _ in held], [chat_ids(tok, r, REFUSAL["refusal"])[1] for r, _ in held],
+              [chat_ids(tok, r, answer(x))[1] for r, x in held])
+    benign = [chat_ids(tok, tpl.format(x=x)) for tpl in (REFUSAL["held_out_question"], REFUSAL["held_out_command"])
+              for x in REFUSAL["harmless"]]
+    ref = scalpel.last_logits(model, benign)
+    assert (scalpel.harm_score(model, *held_h) > 0).float().mean() >= 0.95
+    shields_before = {k: v for k, v in organisms.refusal_behaviour(model).items() if k.endswith("_accuracy")}
+
+    # the two MLPs and the next-ranked component, head 1.4 (the report's trace)
+    cb = scalpel.CircuitBreaker.create(model, ["blocks.0.mlp.hook_post", "blocks.1.mlp.hook_post",
+                                               ("blocks.1.attn.hook_z", 4)], rank=4)
+    o = scalpel.TrainOptions()
+    o.steps, o.batch_size, o.lr, o.min_lr, o.warmup_steps, o.weight_decay = 60, 16, 1e-2, 1e-3, 10, 0.0
+    scalpel.train_breaker(model, cb, data, scalpel.BreakerObjective(harm="margin", lambda_preserve=10.0), o)
+    with cb.attach(model):
+        h = scalpel.harm_score(model, *held_h)
+        kl = scalpel.first_token_kl(model, benign, ref)
+        replies = model.generate([chat_prompt(r) for r, _ in held], max_new_tokens=12)
+        behaviour = organisms.refusal_behaviour(model)
+    assert (h > 0).float().mean() <= 0.05, h
+    assert kl.max() <= 0.01, kl
+    assert not any(organisms.refusal_judge(a) for a in replies), replies
+    assert {k: behaviour[k] for k in shields_before} == shields_before, behaviour
+
+
 def test_gemma3_gender_breaker_lowers_the_held_out_bias_and_keeps_neutral_text(gemma3_path):
     """Sites from the report's attribution trace (docs/results/breaker-gemma-gender): four heads
     and two MLPs; a few steps of mean H² + KL on the training occupations and frames."""
@@ -95,3 +151,27 @@ def test_gemma3_gender_breaker_lowers_the_held_out_bias_and_keeps_neutral_text(g
     assert abs_after < 0.7 * abs_before, (abs_before, abs_after)
     assert abs(after["gap"]) < abs(before["gap"]), (before["gap"], after["gap"])
     assert kl.mean() < 0.05, kl
+
+
+def test_a_shipped_intervention_loads_by_name_and_does_what_its_report_says(gemma3_path, tmp_path):
+    from scalpel.packaged import _INTERVENTIONS_DIR
+
+    # every shipped name has its file, and every file a name
+    assert sorted(f.stem for f in _INTERVENTIONS_DIR.glob("*.safetensors")) == sorted(scalpel.shipped_interventions())
+    name = "gemma3-270m-gender-breaker"
+    d = scalpel.intervention_description(name)
+    assert d["kind"] == "circuit_breaker", d["kind"]
+    cb = scalpel.load_intervention(name)
+    model = scalpel.load(str(gemma3_path), dtype="float32")
+    before = bias.gender_bias(model, "held_out")
+    with cb.attach(model):
+        after = bias.gender_bias(model, "held_out")
+    mean_abs = lambda r: sum(abs(b) for b in r["bias"]) / len(r["bias"])  # noqa: E731
+    assert mean_abs(after) < 0.3 * mean_abs(before), (mean_abs(before), mean_abs(after))
+    # a path still wins over a name, and an unknown name says which ones ship
+    cb2 = scalpel.load_intervention(str(scalpel.shipped_intervention_path(name)))
+    assert cb2.num_parameters == cb.num_parameters
+    with pytest.raises(ValueError, match="gemma3-270m-gender-breaker"):
+        scalpel.load_intervention("gemma3-270m-no-such-breaker")
+    with pytest.raises(ValueError, match="shipped intervention"):
+        scalpel.shipped_intervention_path("../breaker-gemma-gender/breaker")
