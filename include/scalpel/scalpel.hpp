@@ -32,7 +32,10 @@
 #include "scalpel/trace/patching.hpp"
 
 #include "scalpel/steer/atoms.hpp"
+#include "scalpel/steer/breaker.hpp"
 #include "scalpel/steer/directions.hpp"
+#include "scalpel/steer/intervention.hpp"
 #include "scalpel/steer/sra.hpp"
+#include "scalpel/steer/steering.hpp"
 
 #include "scalpel/train/train.hpp"

@@ -237,6 +237,33 @@ void bind_gguf(py::module_& m) {
       },
       py::arg("type"), py::arg("raw_bytes"), py::arg("n"),
       "The first n elements of raw blocks (a uint8 tensor) as a float32 tensor.");
+  m.def(
+      "write_gguf",
+      [](const py::object& path, const py::iterable& metadata, const std::vector<std::pair<std::string, at::Tensor>>& tensors,
+         bool overwrite) {
+        std::vector<std::pair<std::string, GGUFWriteValue>> meta;
+        for (auto item : metadata) {
+          auto t = py::reinterpret_borrow<py::sequence>(item);
+          if (t.size() != 3) throw InvalidArgument("write_gguf metadata: expected (key, type name, value) triples");
+          GGUFWriteValue v;
+          const auto type = t[1].cast<std::string>();
+          bool found = false;
+          for (uint32_t k = 0; k <= 12 && !found; ++k)
+            if (gguf_value_type_name(static_cast<GGUFValueType>(k)) == type) v.type = static_cast<GGUFValueType>(k), found = true;
+          if (!found)
+            throw InvalidArgument("write_gguf metadata \"" + t[0].cast<std::string>() + "\": expected a type name such as "
+                                  "STRING, UINT32, INT32, FLOAT32, BOOL, got \"" + type + "\"");
+          if (v.type == GGUFValueType::STRING) v.text = t[2].cast<std::string>();
+          else if (v.type == GGUFValueType::FLOAT32 || v.type == GGUFValueType::FLOAT64) v.real = t[2].cast<double>();
+          else v.integer = t[2].cast<int64_t>();
+          meta.emplace_back(t[0].cast<std::string>(), std::move(v));
+        }
+        const auto p = fspath(path);
+        py::gil_scoped_release release;
+        write_gguf(p, meta, tensors, overwrite);
+      },
+      py::arg("path"), py::arg("metadata"), py::arg("tensors"), py::arg("overwrite") = false,
+      "Write a GGUF (v3) of float32 tensors [(name, tensor)], metadata [(key, type name, value)], atomically");
 }
 
 }  // namespace scalpel::python

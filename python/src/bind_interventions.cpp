@@ -5,6 +5,7 @@
 #include "scalpel/model/transformer.hpp"
 #include "scalpel/steer/breaker.hpp"
 #include "scalpel/steer/intervention.hpp"
+#include "scalpel/steer/steering.hpp"
 
 namespace scalpel::python {
 
@@ -136,6 +137,53 @@ void bind_interventions(py::module_& m) {
         py::arg("objective") = BreakerObjective(), py::arg("options") = TrainOptions(),
         py::call_guard<py::gil_scoped_release>(),
         "Train the breaker's A and B with the model frozen (train/'s loop; harm and preserve logged as loss parts)");
+
+  py::class_<SteeringVector, Intervention, std::shared_ptr<SteeringVector>>(
+      m, "SteeringVector", "Steering vectors: a <- a + alpha * v at chosen components and positions")
+      .def_static(
+          "create",
+          [](const Transformer& model, const py::iterable& sites) {
+            std::vector<BreakerSite> s;
+            for (auto h : sites) s.push_back(to_site(h));
+            py::gil_scoped_release release;
+            return SteeringVector::create(model, s);
+          },
+          py::arg("model"), py::arg("sites"), "Zero vectors at sites (hook names, or (hook, head) for attn.hook_z)")
+      .def_static(
+          "from_contrast",
+          [](Transformer& model, const py::iterable& sites, std::vector<std::vector<int64_t>> positive,
+             std::vector<std::vector<int64_t>> negative, std::vector<int64_t> read_positions, std::string method,
+             int64_t batch_size) {
+            std::vector<BreakerSite> s;
+            for (auto h : sites) s.push_back(to_site(h));
+            py::gil_scoped_release release;
+            return SteeringVector::from_contrast(model, s, positive, negative, read_positions, method, batch_size);
+          },
+          py::arg("model"), py::arg("sites"), py::arg("positive"), py::arg("negative"),
+          py::arg("read_positions") = std::vector<int64_t>{-1}, py::arg("method") = "mean", py::arg("batch_size") = 32,
+          "Vectors from contrast prompts (token ids): 'mean' (mean difference) or 'pca_diff' (first principal "
+          "component of the paired differences, scaled to the mean difference's projection)")
+      .def_readwrite("sites", &SteeringVector::sites)
+      .def_readwrite("vectors", &SteeringVector::vectors)
+      .def_readwrite("alpha", &SteeringVector::alpha)
+      .def_readwrite("positions", &SteeringVector::positions, "'all', 'prompt' or 'generated'")
+      .def_readwrite("max_norm", &SteeringVector::max_norm, "> 0: each vector acts as v * min(1, max_norm / |v|)")
+      .def("attach", &SteeringVector::attach, py::arg("model"), py::arg("alpha") = py::none(), py::arg("check_model") = true,
+           "Apply until the handle is removed; alpha overrides .alpha for this attachment")
+      .def("effective_vectors", &SteeringVector::effective_vectors, "The vectors as they act (max_norm applied)")
+      .def_property_readonly("num_parameters", &SteeringVector::num_parameters)
+      .def("check", &SteeringVector::check, py::arg("model"))
+      .def("__repr__", [](const SteeringVector& sv) {
+        return "SteeringVector(" + std::to_string(sv.sites.size()) + " sites, alpha=" + std::to_string(sv.alpha) +
+               ", positions='" + sv.positions + "')";
+      });
+  m.def("train_steering", &train_steering, py::arg("model"), py::arg("vector"), py::arg("data"),
+        py::arg("objective") = BreakerObjective(), py::arg("options") = TrainOptions(),
+        py::call_guard<py::gil_scoped_release>(),
+        "Optimize the steering vectors on the breaker objective, the model frozen (max_norm bounds them)");
+  m.def("export_control_vector", &export_control_vector, py::arg("model"), py::arg("vector"), py::arg("path"),
+        py::arg("alpha") = py::none(), py::arg("overwrite") = false, py::call_guard<py::gil_scoped_release>(),
+        "Write the residual-stream vectors as a llama.cpp / repeng control vector GGUF (direction.k: block k's output)");
 }
 
 }  // namespace scalpel::python

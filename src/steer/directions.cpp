@@ -81,10 +81,12 @@ at::Tensor collect_activations(Transformer& model, const std::vector<std::vector
     const int64_t L = tokens.size(1);
     std::vector<at::Tensor> per_name;
     for (const auto& n : names) {
-      const auto& a = cache.at(n);
+      // Per-head hooks ([batch, pos, heads, d_head]) are read flattened, head-major: [batch, pos, heads·d_head].
+      const auto& raw = cache.at(n);
+      const auto a = raw.dim() == 4 ? raw.flatten(2) : raw;
       if (a.dim() != 3)
-        throw ShapeError(detail::expected_got("collect_activations hook " + n, "[batch, pos, d] activations",
-                                              shape_of(a), "per-head hooks: use hook_result or hook_z summed per head"));
+        throw ShapeError(detail::expected_got("collect_activations hook " + n, "[batch, pos, d] or [batch, pos, heads, d_head] activations",
+                                              shape_of(raw)));
       std::vector<at::Tensor> per_pos;
       for (size_t i = 0; i < positions.size(); ++i) {
         const int64_t p = positions[i];

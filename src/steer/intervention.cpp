@@ -14,6 +14,7 @@
 #include "scalpel/io/safetensors.hpp"
 #include "scalpel/model/transformer.hpp"
 #include "scalpel/steer/breaker.hpp"
+#include "scalpel/steer/steering.hpp"
 #include "scalpel/version.hpp"
 #include "util/messages.hpp"
 
@@ -160,8 +161,10 @@ std::shared_ptr<Intervention> load_intervention(const std::string& path) {
   std::shared_ptr<Intervention> out;
   if (kind == "circuit_breaker") {
     out = std::make_shared<CircuitBreaker>(CircuitBreaker::from_parts(desc["fields"].dump(), tensors, path));
+  } else if (kind == "steering_vector") {
+    out = std::make_shared<SteeringVector>(SteeringVector::from_parts(desc["fields"].dump(), tensors, path));
   } else {
-    throw FormatError(detail::expected_got(path + ": kind", "one of: circuit_breaker", "\"" + kind + "\""));
+    throw FormatError(detail::expected_got(path + ": kind", "one of: circuit_breaker, steering_vector", "\"" + kind + "\""));
   }
   out->model = fingerprint_from(desc["model"], path);
   return out;

@@ -198,4 +198,22 @@ void dequantize_row(GGMLType type, const void* src, float* dst, int64_t n);
 /// dequantize_row over a uint8 tensor of raw blocks; returns float32 [n].
 at::Tensor dequantize_blocks(GGMLType type, const at::Tensor& raw_bytes);
 
+/// A metadata value for write_gguf: its type and the field that holds it
+/// (text for STRING; integer for the integer types and BOOL; real for
+/// FLOAT32 / FLOAT64). Arrays are not written.
+struct GGUFWriteValue {
+  GGUFValueType type = GGUFValueType::STRING;
+  std::string text;
+  int64_t integer = 0;
+  double real = 0.0;
+};
+
+/// Writes a GGUF file (version 3, alignment 32) of float32 tensors, each given
+/// in PyTorch (row-major) order and stored in ggml order, with `metadata` in
+/// the order given — atomically; an existing file is refused unless
+/// `overwrite`. InvalidArgument for a duplicate key or tensor name, a
+/// non-float32 or non-contiguous-able tensor, or an array type.
+void write_gguf(const std::string& path, const std::vector<std::pair<std::string, GGUFWriteValue>>& metadata,
+                const std::vector<std::pair<std::string, at::Tensor>>& tensors, bool overwrite = false);
+
 }  // namespace scalpel

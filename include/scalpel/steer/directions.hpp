@@ -24,7 +24,9 @@
 namespace scalpel {
 
 /// Activations of each prompt at `names` (hook points with [batch, pos, d]
-/// activations) and `positions` (negative = from the end of each prompt, so
+/// activations, or per-head ones [batch, pos, heads, d_head] read flattened
+/// head-major to d = heads·d_head; names of one call share d) and `positions`
+/// (negative = from the end of each prompt, so
 /// prompts of different lengths align at their last tokens): a float32 tensor
 /// [prompts, names, positions, d]. Prompts run left-padded in batches of
 /// `batch_size`; progress is logged for long runs.
