@@ -34,6 +34,7 @@
 #include "scalpel/steer/atoms.hpp"
 #include "scalpel/steer/breaker.hpp"
 #include "scalpel/steer/directions.hpp"
+#include "scalpel/steer/gate.hpp"
 #include "scalpel/steer/intervention.hpp"
 #include "scalpel/steer/sra.hpp"
 #include "scalpel/steer/steering.hpp"

@@ -6,6 +6,7 @@
 #include "scalpel/steer/breaker.hpp"
 #include "scalpel/steer/intervention.hpp"
 #include "scalpel/steer/steering.hpp"
+#include "scalpel/steer/gate.hpp"
 
 namespace scalpel::python {
 
@@ -88,7 +89,10 @@ void bind_interventions(py::module_& m) {
   m.def(
       "intervention_description", [](const std::string& path) { return from_json(intervention_description(path)); },
       py::arg("path"), "The JSON description an intervention file carries, as a dict");
-  m.def("export_peft", &export_peft, py::arg("model"), py::arg("breaker"), py::arg("directory"),
+  m.def("export_peft",
+        py::overload_cast<const Transformer&, const CircuitBreaker&, const std::string&, std::optional<double>, bool, bool>(
+            &export_peft),
+        py::arg("model"), py::arg("breaker"), py::arg("directory"),
         py::arg("delta") = py::none(), py::arg("overwrite") = false, py::arg("check_model") = true,
         py::call_guard<py::gil_scoped_release>(),
         "Write the breaker as a PEFT LoRA adapter directory that peft loads onto the transformers model");
@@ -181,9 +185,53 @@ void bind_interventions(py::module_& m) {
         py::arg("objective") = BreakerObjective(), py::arg("options") = TrainOptions(),
         py::call_guard<py::gil_scoped_release>(),
         "Optimize the steering vectors on the breaker objective, the model frozen (max_norm bounds them)");
-  m.def("export_control_vector", &export_control_vector, py::arg("model"), py::arg("vector"), py::arg("path"),
+  m.def("export_control_vector",
+        py::overload_cast<const Transformer&, const SteeringVector&, const std::string&, std::optional<double>, bool>(
+            &export_control_vector),
+        py::arg("model"), py::arg("vector"), py::arg("path"),
         py::arg("alpha") = py::none(), py::arg("overwrite") = false, py::call_guard<py::gil_scoped_release>(),
         "Write the residual-stream vectors as a llama.cpp / repeng control vector GGUF (direction.k: block k's output)");
+
+  py::class_<HarmProbe>(m, "HarmProbe", "A linear harm probe P(x) = sigmoid(u . a(x) + c) at a site, at the prompt's last token")
+      .def(py::init([](std::string hook, at::Tensor weight, double bias) { return HarmProbe{std::move(hook), weight, bias}; }),
+           py::arg("hook"), py::arg("weight"), py::arg("bias") = 0.0)
+      .def_static("fit", &HarmProbe::fit, py::arg("model"), py::arg("hook"), py::arg("harmful"), py::arg("benign"),
+                  py::arg("l2") = 1e-2, py::arg("batch_size") = 32, py::call_guard<py::gil_scoped_release>(),
+                  "L2-regularized logistic regression of harmful (1) vs benign (0) prompts (token ids)")
+      .def("predict", &HarmProbe::predict, py::arg("model"), py::arg("prompts"), py::arg("batch_size") = 32,
+           py::call_guard<py::gil_scoped_release>(), "P for each prompt (its last token)")
+      .def("logit", &HarmProbe::logit, py::arg("activations"))
+      .def_readwrite("hook", &HarmProbe::hook)
+      .def_readwrite("weight", &HarmProbe::weight)
+      .def_readwrite("bias", &HarmProbe::bias);
+  py::class_<GatedIntervention, Intervention, std::shared_ptr<GatedIntervention>>(
+      m, "GatedIntervention",
+      "Input-adaptive strength: s(x) = s * sigmoid(w * P(x) + b), or s * [P(x) > threshold], per example")
+      .def_static("create", &GatedIntervention::create, py::arg("model"), py::arg("inner"), py::arg("probe"),
+                  py::arg("mode") = "sigmoid", py::arg("w") = 8.0, py::arg("b") = -4.0, py::arg("threshold") = 0.5)
+      .def_readwrite("inner", &GatedIntervention::inner)
+      .def_readwrite("probe", &GatedIntervention::probe)
+      .def_readwrite("mode", &GatedIntervention::mode, "'sigmoid' or 'threshold'")
+      .def_readwrite("gate", &GatedIntervention::gate, "float32 [2]: w, b")
+      .def_readwrite("threshold", &GatedIntervention::threshold)
+      .def("attach", &GatedIntervention::attach, py::arg("model"), py::arg("strength") = py::none(),
+           py::arg("check_model") = true, "Apply until the handle is removed; strength overrides the inner's")
+      .def("gate_values", &GatedIntervention::gate_values, py::arg("model"), py::arg("prompts"), py::arg("batch_size") = 32,
+           py::call_guard<py::gil_scoped_release>(), "The factor on the inner strength for each prompt")
+      .def("check", &GatedIntervention::check, py::arg("model"));
+  m.def("train_gate", &train_gate, py::arg("model"), py::arg("gated"), py::arg("data"),
+        py::arg("objective") = BreakerObjective(), py::arg("options") = TrainOptions(),
+        py::call_guard<py::gil_scoped_release>(), "Learn the gate's w and b end to end through the breaker objective");
+  m.def("export_peft",
+        py::overload_cast<const Transformer&, const GatedIntervention&, const std::string&, std::optional<double>, bool, bool>(
+            &export_peft),
+        py::arg("model"), py::arg("breaker"), py::arg("directory"), py::arg("delta") = py::none(), py::arg("overwrite") = false,
+        py::arg("check_model") = true, "A gated breaker cannot be a LoRA adapter: raises, saying so");
+  m.def("export_control_vector",
+        py::overload_cast<const Transformer&, const GatedIntervention&, const std::string&, std::optional<double>, bool>(
+            &export_control_vector),
+        py::arg("model"), py::arg("vector"), py::arg("path"), py::arg("alpha") = py::none(), py::arg("overwrite") = false,
+        "A gated vector cannot be a control vector: raises, saying so");
 }
 
 }  // namespace scalpel::python

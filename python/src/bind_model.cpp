@@ -172,6 +172,9 @@ void bind_model(py::module_& m) {
                          "its model: remove() is then a no-op.")
       .def("remove", &HookHandle::remove)
       .def_property_readonly("active", &HookHandle::active, "Whether it still holds hooks of a live model")
+      .def(
+          "absorb", [](HookHandle& h, HookHandle& other) { h.absorb(std::move(other)); }, py::arg("other"),
+          "Take over other's hooks (same model): one handle removes both; other is left empty")
       .def("__enter__", [](HookHandle& h) -> HookHandle& { return h; }, py::return_value_policy::reference)
       .def("__exit__", [](HookHandle& h, py::args) { h.remove(); });
 

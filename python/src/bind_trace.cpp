@@ -21,6 +21,8 @@ void bind_trace(py::module_& m) {
         "Log-odds of the refusal tokens at position -> [batch]");
   m.def("kl_divergence", &kl_divergence, py::arg("logits"), py::arg("reference_logits"), py::arg("position") = -1,
         "KL(reference || p) of the next-token distributions at position -> [batch]");
+  m.def("auroc", &auroc, py::arg("scores"), py::arg("labels"),
+        "Area under the ROC curve of scores for binary labels (Mann-Whitney U / (n+ n-), ties half)");
   m.def("sequence_kl", &sequence_kl, py::arg("logits"), py::arg("reference_logits"), py::arg("mask"),
         "KL(reference || p) at every position where mask is 1, averaged per row -> [batch] (differentiable, float32)");
   m.def("causal_effect", &causal_effect, py::arg("base"), py::arg("patched"), "H(base) - H(patched)");

@@ -117,6 +117,38 @@ at::Tensor sequence_kl(const at::Tensor& logits, const at::Tensor& reference_log
   return (kl * m).sum(1) / m.sum(1).clamp_min(1.0);
 }
 
+double auroc(const at::Tensor& scores, const at::Tensor& labels) {
+  if (!scores.defined() || !labels.defined() || scores.dim() != 1 || labels.sizes() != scores.sizes())
+    throw ShapeError(detail::expected_got("auroc", "scores [n] and labels [n]",
+                                          (scores.defined() ? c10::str(scores.sizes()) : std::string("undefined")) + " and " +
+                                              (labels.defined() ? c10::str(labels.sizes()) : std::string("undefined"))));
+  const auto s = scores.to(at::kDouble).contiguous();
+  const auto y = labels.to(at::kDouble).contiguous();
+  const int64_t n = s.size(0);
+  const double n_pos = y.sum().item<double>(), n_neg = static_cast<double>(n) - n_pos;
+  if (!(n_pos > 0) || !(n_neg > 0))
+    throw InvalidArgument(detail::expected_got("auroc labels", "both classes (1 and 0)", std::to_string(static_cast<int64_t>(n_pos)) +
+                                                                                            " positives of " + std::to_string(n)));
+  // Average ranks (1-based) with ties sharing their mean rank.
+  auto order = s.argsort();
+  auto sorted = s.index_select(0, order);
+  std::vector<double> rank(static_cast<size_t>(n));
+  const double* v = sorted.data_ptr<double>();
+  const int64_t* o = order.data_ptr<int64_t>();
+  for (int64_t i = 0; i < n;) {
+    int64_t j = i;
+    while (j + 1 < n && v[j + 1] == v[i]) ++j;
+    const double r = 0.5 * static_cast<double>(i + j) + 1.0;
+    for (int64_t k = i; k <= j; ++k) rank[static_cast<size_t>(o[k])] = r;
+    i = j + 1;
+  }
+  double sum_pos = 0.0;
+  const double* yy = y.data_ptr<double>();
+  for (int64_t i = 0; i < n; ++i)
+    if (yy[i] > 0.5) sum_pos += rank[static_cast<size_t>(i)];
+  return (sum_pos - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg);
+}
+
 at::Tensor causal_effect(const at::Tensor& base, const at::Tensor& patched) { return base.to(at::kFloat) - patched.to(at::kFloat); }
 
 at::Tensor gap_recovered(const at::Tensor& patched, const at::Tensor& clean, const at::Tensor& corrupted) {

@@ -87,6 +87,15 @@ HookHandle& HookHandle::operator=(HookHandle&& o) noexcept {
   return *this;
 }
 HookHandle::~HookHandle() { remove(); }
+void HookHandle::absorb(HookHandle&& o) {
+  if (this == &o || o.hooks_.empty()) return;
+  if (!hooks_.empty() && (owner_.owner_before(o.owner_) || o.owner_.owner_before(owner_)))
+    throw InvalidArgument(detail::expected_got("HookHandle::absorb", "hooks of the same model", "another model's hooks"));
+  if (hooks_.empty()) owner_ = o.owner_;
+  hooks_.insert(hooks_.end(), o.hooks_.begin(), o.hooks_.end());
+  o.hooks_.clear();
+  o.owner_.reset();
+}
 void HookHandle::remove() {
   // The hook points belong to the model: touch them only while it lives.
   if (auto alive = owner_.lock())

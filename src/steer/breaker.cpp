@@ -261,6 +261,19 @@ HookHandle CircuitBreaker::attach(Transformer& model, std::optional<double> d, b
   return attach_with(model, *this, d.value_or(delta), state);
 }
 
+std::vector<std::string> CircuitBreaker::site_hooks() const {
+  std::vector<std::string> out;
+  for (const auto& a : adapters) out.push_back(a.site.hook);
+  return out;
+}
+
+HookHandle CircuitBreaker::attach_shared(Transformer& model, std::optional<double> d,
+                                         const std::shared_ptr<AttachState>& state) const {
+  check(model);
+  state->positions = positions;
+  return attach_with(model, *this, d.value_or(delta), state);
+}
+
 int64_t CircuitBreaker::num_parameters() const {
   int64_t n = 0;
   for (const auto& a : adapters) n += a.A.numel() + a.B.numel();

@@ -62,14 +62,24 @@ void check_positions(const std::string& positions, const std::string& what) {
 
 bool position_gate(const AttachState& state, const at::Tensor& x, at::Tensor& gate) {
   gate = at::Tensor();
-  if (state.positions == "all") return true;
-  const bool want_generated = state.positions == "generated";
-  if (state.completion_mask.defined() && state.completion_mask.size(0) == x.size(0) &&
-      state.completion_mask.size(1) == x.size(1)) {
-    gate = want_generated ? state.completion_mask : 1.0 - state.completion_mask;
-    return true;
+  if (state.positions != "all") {
+    const bool want_generated = state.positions == "generated";
+    if (state.completion_mask.defined() && state.completion_mask.size(0) == x.size(0) &&
+        state.completion_mask.size(1) == x.size(1)) {
+      gate = want_generated ? state.completion_mask : 1.0 - state.completion_mask;
+    } else if (state.model->decoding() != want_generated) {
+      return false;
+    }
   }
-  return state.model->decoding() == want_generated;
+  if (state.row_scale.defined()) {
+    if (state.row_scale.size(0) != x.size(0))
+      throw ShapeError(detail::expected_got("gated edit", "one gate value per example (" + std::to_string(x.size(0)) + ")",
+                                            std::to_string(state.row_scale.size(0)),
+                                            "the gate's probe ran on another batch: attach the gate to one forward at a time"));
+    auto rows = state.row_scale.to(at::kFloat).unsqueeze(1);  // [b, 1]
+    gate = gate.defined() ? gate.to(at::kFloat) * rows : rows.expand({x.size(0), x.size(1)});
+  }
+  return true;
 }
 
 TrainResult train_edit(Transformer& model, EditTraining& edit, const BreakerData& data, const BreakerObjective& obj,
@@ -154,6 +164,12 @@ TrainResult train_edit(Transformer& model, EditTraining& edit, const BreakerData
     return (v * m).sum() / m.sum().clamp_min(1.0);
   };
 
+  // Each row's last prompt token (a gate's probe reads there).
+  auto last_of = [](const std::vector<std::vector<int64_t>>& seqs) {
+    std::vector<int64_t> idx;
+    for (const auto& q : seqs) idx.push_back(static_cast<int64_t>(q.size()) - 1);
+    return at::tensor(idx, at::kLong);
+  };
   auto step_loss = [&](int64_t s, std::vector<std::pair<std::string, double>>& parts) -> at::Tensor {
     std::mt19937_64 rng(options.seed * 1000003ULL + static_cast<uint64_t>(s));
     std::uniform_int_distribution<size_t> pick(0, n - 1);
@@ -167,6 +183,7 @@ TrainResult train_edit(Transformer& model, EditTraining& edit, const BreakerData
         for (auto r : rows) prompts.push_back(data.prompts[r]), completions.push_back(data.neutral[r]);
         const auto tf = teacher_forced_batch(prompts, completions);
         state->completion_mask = tf.target_mask.to(at::kFloat);
+        state->last_index = last_of(prompts);
         auto handle = edit.attach(state);
         auto lp = target_logprob(model, tf);
         const auto b = static_cast<int64_t>(rows.size());
@@ -177,6 +194,7 @@ TrainResult train_edit(Transformer& model, EditTraining& edit, const BreakerData
         for (auto r : rows) prompts.push_back(data.prompts[r]), completions.push_back(data.harmful[r]);
         const auto tf = teacher_forced_batch(prompts, completions);
         state->completion_mask = tf.target_mask.to(at::kFloat);
+        state->last_index = last_of(prompts);
         const auto orig = residuals(tf.tokens, tf.attention_mask, false);
         const auto edit = residuals(tf.tokens, tf.attention_mask, true);
         for (size_t i = 0; i < orig.size(); ++i) {
@@ -187,6 +205,7 @@ TrainResult train_edit(Transformer& model, EditTraining& edit, const BreakerData
         harm = harm / static_cast<double>(orig.size());
       } else {
         state->completion_mask = at::Tensor();
+        state->last_index = at::Tensor();
         auto handle = edit.attach(state);
         harm = obj.custom(model, rows);
         if (!harm.defined() || harm.numel() != 1)
@@ -202,6 +221,11 @@ TrainResult train_edit(Transformer& model, EditTraining& edit, const BreakerData
       std::vector<LMExample> ex;
       for (int64_t i = 0; i < preserve_batch; ++i) ex.push_back({data.preserve[pick_p(rng)], {}});
       const auto batch = make_lm_batch(ex);
+      {
+        std::vector<std::vector<int64_t>> seqs;
+        for (const auto& e : ex) seqs.push_back(e.tokens);
+        state->last_index = last_of(seqs);
+      }
       // The preserve text stands for any input: the breaker acts on all of it, whatever its positions
       // rule (a "generated" breaker acts on every generated token at inference).
       state->completion_mask = edit.positions == "generated" ? at::ones_like(batch.attention_mask, at::kFloat)
@@ -228,6 +252,8 @@ TrainResult train_edit(Transformer& model, EditTraining& edit, const BreakerData
       parts.emplace_back("preserve", keep.item<double>());
     }
     state->completion_mask = at::Tensor();
+    state->last_index = at::Tensor();
+    state->row_scale = at::Tensor();
     at::Tensor loss;
     if (harm.defined()) loss = obj.lambda_harm * harm;
     if (keep.defined()) loss = loss.defined() ? loss + obj.lambda_preserve * keep : obj.lambda_preserve * keep;

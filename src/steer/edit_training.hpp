@@ -38,11 +38,19 @@ struct AttachState {
   const Transformer* model = nullptr;
   std::string positions = "all";
   at::Tensor completion_mask;
+  /// [b] per-example strength factor set by a gate's probe hook (differentiable
+  /// while a gate trains); undefined: 1 for every example.
+  at::Tensor row_scale;
+  /// [b] long: each row's last prompt token, where a gate's probe reads, set by
+  /// train_edit for its batches; undefined: the last position (generate()
+  /// left-pads its prompts).
+  at::Tensor last_index;
 };
 
 /// The positions an attachment acts on for activation `x` ([b, pos, ...]):
-/// sets `gate` to a [b, pos] float mask, or leaves it undefined for every
-/// position; returns false when it acts on none of them (leave x unchanged).
+/// sets `gate` to a [b, pos] float mask (the positions rule times the row
+/// scale), or leaves it undefined for every position at full strength;
+/// returns false when it acts on none of them (leave x unchanged).
 bool position_gate(const AttachState& state, const at::Tensor& x, at::Tensor& gate);
 
 /// An edit to train: its parameters (trained in place), how to attach it for
@@ -58,6 +66,16 @@ struct EditTraining {
   /// vanishes there): perturbs the parameters a little (seeded).
   std::function<void(uint64_t seed)> leave_no_op;
 };
+
+/// An intervention of `kind` from its file's fields and tensors (load_intervention
+/// and a gate's inner intervention use it; FormatError for an unknown kind).
+std::shared_ptr<Intervention> intervention_from_parts(const std::string& kind, const std::string& fields_json,
+                                                      const std::vector<std::pair<std::string, at::Tensor>>& tensors,
+                                                      const std::string& where);
+/// A GatedIntervention from its parts (gate.cpp).
+std::shared_ptr<Intervention> gated_from_parts(const std::string& fields_json,
+                                               const std::vector<std::pair<std::string, at::Tensor>>& tensors,
+                                               const std::string& where);
 
 /// The breaker objective's loop for any edit (see train_breaker).
 TrainResult train_edit(Transformer& model, EditTraining& edit, const BreakerData& data, const BreakerObjective& objective,

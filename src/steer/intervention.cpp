@@ -15,6 +15,8 @@
 #include "scalpel/model/transformer.hpp"
 #include "scalpel/steer/breaker.hpp"
 #include "scalpel/steer/steering.hpp"
+#include "edit_training.hpp"
+#include "scalpel/steer/gate.hpp"
 #include "scalpel/version.hpp"
 #include "util/messages.hpp"
 
@@ -102,6 +104,16 @@ std::string ModelFingerprint::mismatch(const Transformer& model) const {
   return "";
 }
 
+std::vector<std::string> Intervention::site_hooks() const {
+  throw Unsupported(detail::expected_got("a gate around a " + kind(), "an intervention a gate can scale (circuit_breaker, steering_vector)",
+                                         kind()));
+}
+
+HookHandle Intervention::attach_shared(Transformer&, std::optional<double>, const std::shared_ptr<steer_detail::AttachState>&) const {
+  throw Unsupported(detail::expected_got("a gate around a " + kind(), "an intervention a gate can scale (circuit_breaker, steering_vector)",
+                                         kind()));
+}
+
 void Intervention::check_model_matches(const Transformer& target, bool check_model) const {
   if (!check_model || model.empty()) return;
   const auto why = model.mismatch(target);
@@ -138,6 +150,15 @@ const std::string& description_of(const SafetensorsFile& file) {
 
 std::string intervention_description(const std::string& path) { return description_of(SafetensorsFile(path)); }
 
+std::shared_ptr<Intervention> steer_detail::intervention_from_parts(const std::string& kind, const std::string& fields,
+                                                                   const std::vector<std::pair<std::string, at::Tensor>>& tensors,
+                                                                   const std::string& where) {
+  if (kind == "circuit_breaker") return std::make_shared<CircuitBreaker>(CircuitBreaker::from_parts(fields, tensors, where));
+  if (kind == "steering_vector") return std::make_shared<SteeringVector>(SteeringVector::from_parts(fields, tensors, where));
+  if (kind == "gated") return gated_from_parts(fields, tensors, where);
+  throw FormatError(detail::expected_got(where + ": kind", "one of: circuit_breaker, steering_vector, gated", "\"" + kind + "\""));
+}
+
 std::shared_ptr<Intervention> load_intervention(const std::string& path) {
   SafetensorsFile file(path);
   const std::string& text = description_of(file);
@@ -158,15 +179,9 @@ std::shared_ptr<Intervention> load_intervention(const std::string& path) {
   std::vector<std::pair<std::string, at::Tensor>> tensors;
   for (const auto& k : file.keys()) tensors.emplace_back(k, file.get(k).clone());
   const std::string kind = desc["kind"].is_string() ? desc["kind"].get<std::string>() : desc["kind"].dump();
-  std::shared_ptr<Intervention> out;
-  if (kind == "circuit_breaker") {
-    out = std::make_shared<CircuitBreaker>(CircuitBreaker::from_parts(desc["fields"].dump(), tensors, path));
-  } else if (kind == "steering_vector") {
-    out = std::make_shared<SteeringVector>(SteeringVector::from_parts(desc["fields"].dump(), tensors, path));
-  } else {
-    throw FormatError(detail::expected_got(path + ": kind", "one of: circuit_breaker, steering_vector", "\"" + kind + "\""));
-  }
+  auto out = steer_detail::intervention_from_parts(kind, desc["fields"].dump(), tensors, path);
   out->model = fingerprint_from(desc["model"], path);
+  if (auto g = std::dynamic_pointer_cast<GatedIntervention>(out)) g->inner->model = g->model;
   return out;
 }
 

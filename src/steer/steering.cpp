@@ -191,6 +191,19 @@ HookHandle SteeringVector::attach(Transformer& model, std::optional<double> a, b
   return attach_with(model, *this, a.value_or(alpha), state);
 }
 
+std::vector<std::string> SteeringVector::site_hooks() const {
+  std::vector<std::string> out;
+  for (const auto& s : sites) out.push_back(s.hook);
+  return out;
+}
+
+HookHandle SteeringVector::attach_shared(Transformer& model, std::optional<double> a,
+                                         const std::shared_ptr<AttachState>& state) const {
+  check(model);
+  state->positions = positions;
+  return attach_with(model, *this, a.value_or(alpha), state);
+}
+
 std::vector<at::Tensor> SteeringVector::effective_vectors() const {
   std::vector<at::Tensor> out;
   for (const auto& v : vectors) out.push_back(bounded(v.detach(), max_norm));

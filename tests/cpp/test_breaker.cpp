@@ -11,19 +11,14 @@
 #include "scalpel/model/transformer.hpp"
 #include "scalpel/steer/breaker.hpp"
 #include "support/test_util.hpp"
+#include "support/tiny_model.hpp"
 
 namespace {
 
 using scalpel::BreakerSite;
 using scalpel::CircuitBreaker;
 
-std::shared_ptr<scalpel::Transformer> tiny_model(uint64_t seed = 7) {
-  return scalpel::Transformer::from_config(
-      R"({"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 32, "intermediate_size": 48,
-          "num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 50,
-          "max_position_embeddings": 64, "rms_norm_eps": 1e-6, "tie_word_embeddings": false})",
-      seed, 0.2);
-}
+std::shared_ptr<scalpel::Transformer> tiny_model(uint64_t seed = 7) { return scalpel::test::tiny_llama(seed); }
 
 at::Tensor tokens() { return torch::randint(1, 50, {2, 7}, torch::TensorOptions().dtype(torch::kLong)); }
 

@@ -10,12 +10,9 @@ import pytest
 import torch
 
 import scalpel
-from parity_util import random_hf_model
+from parity_util import TINY_LLAMA, random_hf_model
 
-LLAMA = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 32, "intermediate_size": 48,
-         "num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 97,
-         "max_position_embeddings": 64, "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": False,
-         "torch_dtype": "float32"}
+LLAMA = TINY_LLAMA
 
 
 def _tiny(seed: int = 0) -> scalpel.Transformer:

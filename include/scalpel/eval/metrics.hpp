@@ -47,6 +47,11 @@ at::Tensor kl_divergence(const at::Tensor& logits, const at::Tensor& reference_l
 at::Tensor sequence_kl(const at::Tensor& logits, const at::Tensor& reference_logits, const at::Tensor& mask);
 
 /// CausalEffect = H(base) − H(patched), elementwise.
+/// The area under the ROC curve of `scores` [n] for binary `labels` [n] (1 =
+/// positive): the Mann–Whitney U over n₊·n₋, ties counted half.
+/// InvalidArgument unless both classes are present.
+double auroc(const at::Tensor& scores, const at::Tensor& labels);
+
 at::Tensor causal_effect(const at::Tensor& base, const at::Tensor& patched);
 /// The fraction of the gap recovered: (patched − corrupted) / (clean − corrupted),
 /// elementwise; 0 where clean == corrupted.

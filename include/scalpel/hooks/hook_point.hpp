@@ -86,6 +86,9 @@ class HookHandle {
   void remove();
   /// Whether the handle still holds hooks of a live model.
   bool active() const { return !hooks_.empty() && !owner_.expired(); }
+  /// Takes over `other`'s hooks (of the same model), so that one handle removes
+  /// both attachments; `other` is left empty. InvalidArgument for another model's.
+  void absorb(HookHandle&& other);
 
  private:
   friend class Transformer;

@@ -72,6 +72,10 @@ class CircuitBreaker : public Intervention {
                     bool check_model = true) const override;
   std::vector<std::pair<std::string, at::Tensor>> tensors() const override;
   std::string fields_json() const override;
+  std::vector<std::string> site_hooks() const override;
+  HookHandle attach_shared(Transformer& model, std::optional<double> strength,
+                           const std::shared_ptr<steer_detail::AttachState>& state) const override;
+  std::string positions_rule() const override { return positions; }
   /// Rebuilds a breaker from its file's fields and tensors (load_intervention uses it).
   static CircuitBreaker from_parts(const std::string& fields_json,
                                    const std::vector<std::pair<std::string, at::Tensor>>& tensors,

@@ -25,6 +25,9 @@
 namespace scalpel {
 
 class Transformer;
+namespace steer_detail {
+struct AttachState;
+}
 
 /// Which model an intervention belongs to: its architecture, the names and
 /// shapes of the weights that write into the residual stream, and a checksum
@@ -63,6 +66,16 @@ class Intervention {
 
   /// The model it was made for.
   ModelFingerprint model;
+
+  /// For gates (steer/gate.hpp): the hook points the edit sits at, and its
+  /// attachment with a state the gate shares (the positions rule, the
+  /// per-example scale its probe sets). Kinds that cannot be gated throw
+  /// Unsupported (the defaults).
+  virtual std::vector<std::string> site_hooks() const;
+  virtual HookHandle attach_shared(Transformer& model, std::optional<double> strength,
+                                   const std::shared_ptr<steer_detail::AttachState>& state) const;
+  /// "all", "prompt" or "generated".
+  virtual std::string positions_rule() const { return "all"; }
 
   /// Throws InvalidArgument, saying what differs, when check_model and `model`
   /// is not the one it was made for.

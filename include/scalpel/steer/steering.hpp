@@ -55,6 +55,10 @@ class SteeringVector : public Intervention {
   HookHandle attach(Transformer& model, std::optional<double> alpha = std::nullopt, bool check_model = true) const override;
   std::vector<std::pair<std::string, at::Tensor>> tensors() const override;
   std::string fields_json() const override;
+  std::vector<std::string> site_hooks() const override;
+  HookHandle attach_shared(Transformer& model, std::optional<double> strength,
+                           const std::shared_ptr<steer_detail::AttachState>& state) const override;
+  std::string positions_rule() const override { return positions; }
   static SteeringVector from_parts(const std::string& fields_json, const std::vector<std::pair<std::string, at::Tensor>>& tensors,
                                    const std::string& where);
   /// The vectors as they act (max_norm applied), detached.
