@@ -1,6 +1,7 @@
-"""Steering-vector overhead on Gemma 3 270M (fp32, 2 threads), side by side in one run:
+"""Steering-vector and gate overhead on Gemma 3 270M (fp32, 2 threads), side by side in one run:
 generation with no vector, with a residual-stream vector at every position, with a per-head
-vector on the generated tokens only, and a forward pass of 4×128 tokens with and without.
+vector on the generated tokens only, with the residual vector behind a sigmoid gate (a probe at
+the block before), and a forward pass of 4×128 tokens with and without.
 
     .venv/bin/python bench/bench_steering.py [--repeat 5] [--tokens 32] [--out docs/results/bench_steering.json]
 
@@ -47,13 +48,18 @@ def main() -> None:
                 fn()
         return run
 
-    t_plain, t_resid, t_head = best_interleaved([gen, with_(resid, gen), with_(head, gen)], args.repeat)
+    probe = scalpel.HarmProbe("blocks.5.hook_resid_post", torch.randn(640, generator=g) * 0.01, 0.0)
+    gated = scalpel.GatedIntervention.create(model, resid, probe)
+    t_plain, t_resid, t_head, t_gated = best_interleaved([gen, with_(resid, gen), with_(head, gen), with_(gated, gen)],
+                                                         args.repeat)
     x = torch.randint(10, 20000, (4, 128), generator=g)
     fwd = lambda: model(x)  # noqa: E731
     f_plain, f_resid = best_interleaved([fwd, with_(resid, fwd)], args.repeat)
     res = {"threads": args.threads, "generated_tokens": args.tokens,
            "generate_plain_s": t_plain, "generate_resid_vector_s": t_resid, "generate_head_vector_generated_s": t_head,
+           "generate_gated_resid_vector_s": t_gated,
            "per_token_overhead_resid": t_resid / t_plain - 1, "per_token_overhead_head_generated": t_head / t_plain - 1,
+           "per_token_overhead_gated": t_gated / t_plain - 1, "gate_over_ungated": t_gated / t_resid - 1,
            "forward_plain_s": f_plain, "forward_resid_vector_s": f_resid, "forward_overhead": f_resid / f_plain - 1}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     scalpel.write_file_atomic(args.out, json.dumps(res, indent=2) + "\n")
