@@ -31,6 +31,16 @@ REPO = Path(__file__).resolve().parents[1]
 SITE = "blocks.0.hook_resid_post"
 
 
+def interpolate(curve: list[dict], x_key: str, y_key: str, x: float):
+    """y where the curve (points of one edit's sweep) reaches x, linearly between the two points
+    around it; None when x is outside the curve: the cost of an edit at matched harm."""
+    pts = sorted((c[x_key], c[y_key]) for c in curve)
+    for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
+        if x0 <= x <= x1:
+            return y0 + (y1 - y0) * (x - x0) / (x1 - x0) if x1 > x0 else y0
+    return None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=str(REPO / "docs/results/steering-refusal"))
@@ -89,14 +99,10 @@ def main() -> None:
 
     # 3. matched harm (mean H on the held-out harmful requests): the optimized vector's knob α
     # interpolated to each mean-difference point's mean H, and the benign KL there
-    def kl_at(h):
-        pts = sorted((s["harm_mean"], s["benign_kl_max"]) for s in [measure(opt, 0.0)] + opt_sweep)
-        for (h0, k0), (h1, k1) in zip(pts, pts[1:]):
-            if h0 <= h <= h1:
-                return k0 + (k1 - k0) * (h - h0) / (h1 - h0) if h1 > h0 else k0
-        return None
+    opt_curve = [measure(opt, 0.0)] + opt_sweep
     matched = [{"alpha": s["alpha"], "harm_mean": s["harm_mean"], "mean_kl_max": s["benign_kl_max"],
-                "optimized_kl_max": kl_at(s["harm_mean"])} for s in sweep[1:]]
+                "optimized_kl_max": interpolate(opt_curve, "harm_mean", "benign_kl_max", s["harm_mean"])}
+               for s in sweep[1:]]
     matched = [m for m in matched if m["optimized_kl_max"] is not None]
     scalpel.save_intervention(mean, str(out / "mean.safetensors"))
     scalpel.save_intervention(opt, str(out / "optimized.safetensors"))

@@ -88,3 +88,35 @@ def test_a_threshold_gate_acts_per_example_through_generation(tmp_path):
     late = scalpel.HarmProbe("blocks.2.hook_resid_post", probe.weight, probe.bias)
     with pytest.raises(ValueError, match="probe an earlier layer"):
         scalpel.GatedIntervention.create(m, sv, late)
+
+
+@pytest.mark.unit
+def test_a_gate_scales_a_breaker_per_example_and_learns_where_to_open():
+    m = _model()
+    harmful, benign = _prompts(12, 1, last=5), _prompts(12, 2, last=6)
+    probe = scalpel.HarmProbe.fit(m, "blocks.0.hook_resid_pre", harmful, benign)
+    cb = scalpel.CircuitBreaker.create(m, ["blocks.1.mlp.hook_post"], rank=2)
+    g = torch.Generator().manual_seed(1)
+    cb.adapters[0].B = torch.randn(cb.adapters[0].B.shape, generator=g)
+    gb = scalpel.GatedIntervention.create(m, cb, probe, mode="threshold")
+    t = torch.tensor([harmful[0], benign[0]])
+    base = m(t)
+    with cb.attach(m):
+        full = m(t)
+    with gb.attach(m, 0.5):                       # the strength is the breaker's δ
+        half = m(t)
+    assert torch.equal(half[1], base[1])
+    with cb.attach(m, 0.5):
+        assert (half[0] - m(t)[0]).abs().max() < 1e-5
+    assert (full[0] - half[0]).abs().max() > 1e-3
+    # learned: open on harmful rows (the harm term), closed on benign preserve text (the KL term)
+    data = scalpel.BreakerData(harmful, [[1]] * 12, [[40]] * 12, benign)
+    cb2 = scalpel.CircuitBreaker.create(m, ["blocks.1.mlp.hook_post"], rank=2)
+    o = scalpel.TrainOptions()
+    o.steps, o.batch_size, o.lr, o.warmup_steps = 40, 12, 0.05, 2
+    scalpel.train_breaker(m, cb2, data, scalpel.BreakerObjective(preserve="none"), o)
+    sg = scalpel.GatedIntervention.create(m, cb2, probe, w=0.0, b=0.0)
+    o.steps, o.lr = 60, 0.3
+    scalpel.train_gate(m, sg, data, scalpel.BreakerObjective(lambda_preserve=10.0), o)
+    on, off = float(sg.gate_values(m, _prompts(6, 3, last=5)).mean()), float(sg.gate_values(m, _prompts(6, 4, last=6)).mean())
+    assert on > 0.5 and off < 0.2, (on, off)  # (the margin loss saturates once the harm is gone: "open enough")
