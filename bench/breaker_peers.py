@@ -98,13 +98,11 @@ class Method:
 
     @torch.no_grad()
     def reference(self, ids, mask):
-        return self.hf(input_ids=ids, attention_mask=mask).logits if self.name == "loreft" else self._ref(ids, mask)
-
-    def _ref(self, ids, mask):
+        """The logits without the edit (peft injects its layers into hf: switch them off)."""
         if self.name in ("peft-lora", "scalpel"):
             with self.model.disable_adapter():
                 return self.model(input_ids=ids, attention_mask=mask).logits
-        return self.model(input_ids=ids, attention_mask=mask).logits
+        return self.hf(input_ids=ids, attention_mask=mask).logits  # pyvene's hooks live only inside its own calls
 
 
 def harm(method, rows):

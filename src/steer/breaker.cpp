@@ -458,10 +458,9 @@ TrainResult train_breaker(Transformer& model, CircuitBreaker& cb, const BreakerD
   cb.check_model_matches(model);
   steer_detail::EditTraining edit;
   edit.what = "train_breaker";
-  edit.positions = cb.positions;
+  edit.target = &cb;
   for (size_t i = 0; i < cb.adapters.size(); ++i) {
     auto& a = cb.adapters[i];
-    edit.last_layer = std::max(edit.last_layer, hook_layer(a.site.hook));
     if (a.A.size(0) == 0) continue;
     a.A = a.A.detach().contiguous();
     a.B = a.B.detach().contiguous();

@@ -84,6 +84,10 @@ bool position_gate(const AttachState& state, const at::Tensor& x, at::Tensor& ga
 
 TrainResult train_edit(Transformer& model, EditTraining& edit, const BreakerData& data, const BreakerObjective& obj,
                        const TrainOptions& options) {
+  SCALPEL_ASSERT(edit.target != nullptr, edit.what + ": no intervention to train");
+  const std::string positions = edit.target->positions_rule();
+  int64_t last_layer = 0;  // the last layer an edit site sits at
+  for (const auto& h : edit.target->site_hooks()) last_layer = std::max(last_layer, hook_layer(h));
   if (options.steps <= 0 || options.batch_size <= 0)
     throw InvalidArgument(detail::expected_got("TrainOptions.steps and batch_size", "positive",
                                                std::to_string(options.steps) + " and " + std::to_string(options.batch_size)));
@@ -100,9 +104,9 @@ TrainResult train_edit(Transformer& model, EditTraining& edit, const BreakerData
     throw InvalidArgument(detail::expected_got("BreakerObjective.harm", detail::join_names(harms), "\"" + obj.harm + "\""));
   if (std::find(keeps.begin(), keeps.end(), obj.preserve) == keeps.end())
     throw InvalidArgument(detail::expected_got("BreakerObjective.preserve", detail::join_names(keeps), "\"" + obj.preserve + "\""));
-  if (obj.harm == "custom" && edit.positions != "all")
+  if (obj.harm == "custom" && positions != "all")
     throw InvalidArgument(detail::expected_got("BreakerObjective.harm = \"custom\"", "an edit with positions \"all\"",
-                                               "positions \"" + edit.positions + "\"",
+                                               "positions \"" + positions + "\"",
                                                "a custom metric runs its own forward passes, so scalpel cannot tell its "
                                                "prompt from its completion positions"));
   if (obj.harm == "custom" && !obj.custom)
@@ -119,7 +123,7 @@ TrainResult train_edit(Transformer& model, EditTraining& edit, const BreakerData
     if (s.size() < 2)
       throw InvalidArgument(detail::expected_got("BreakerData.preserve sequence", "at least 2 tokens", std::to_string(s.size())));
   std::vector<int64_t> layers = obj.layers;
-  if (layers.empty()) layers.push_back(edit.last_layer);
+  if (layers.empty()) layers.push_back(last_layer);
   for (auto l : layers)
     if (l < 0 || l >= cfg.n_layers)
       throw InvalidArgument(detail::expected_got("BreakerObjective.layers", "layers in [0, " + std::to_string(cfg.n_layers) + ")",
@@ -131,7 +135,7 @@ TrainResult train_edit(Transformer& model, EditTraining& edit, const BreakerData
 
   auto state = std::make_shared<AttachState>();
   state->model = &model;
-  state->positions = edit.positions;
+  state->positions = positions;
   if (edit.params.empty()) throw InvalidArgument(detail::expected_got(edit.what, "parameters to train", "none"));
   // cos(h', h) is at its maximum where the edit is a no-op, so its gradient
   // vanishes there: a rerouting run starting from a no-op is nudged off it.
@@ -225,7 +229,7 @@ TrainResult train_edit(Transformer& model, EditTraining& edit, const BreakerData
       state->last_index = at::Tensor();  // left-padded: every sequence ends at the last position
       // The preserve text stands for any input: the breaker acts on all of it, whatever its positions
       // rule (a "generated" breaker acts on every generated token at inference).
-      state->completion_mask = edit.positions == "generated" ? at::ones_like(batch.attention_mask, at::kFloat)
+      state->completion_mask = positions == "generated" ? at::ones_like(batch.attention_mask, at::kFloat)
                                                             : at::zeros_like(batch.attention_mask, at::kFloat);
       if (obj.preserve == "kl") {
         at::Tensor ref;

@@ -53,15 +53,15 @@ struct AttachState {
 /// returns false when it acts on none of them (leave x unchanged).
 bool position_gate(const AttachState& state, const at::Tensor& x, at::Tensor& gate);
 
-/// An edit to train: its parameters (trained in place), how to attach it for
-/// the loss, how to write a checkpoint, and the sites' layers.
+/// An edit to train: the intervention (its positions rule and the layers of its
+/// sites are read from it), its parameters (trained in place), how to attach it
+/// for the loss, and how to write a checkpoint.
 struct EditTraining {
-  std::string what;  // "train_breaker", "train_steering"
+  std::string what;  // "train_breaker", "train_steering", "train_gate"
+  const Intervention* target = nullptr;
   std::vector<TrainParam> params;
   std::function<HookHandle(const std::shared_ptr<AttachState>&)> attach;
   std::function<void(const std::string& directory)> save;
-  std::string positions = "all";
-  int64_t last_layer = 0;  // the last layer an edit site sits at
   /// Called before "reroute" starts when the edit is a no-op (its gradient
   /// vanishes there): perturbs the parameters a little (seeded).
   std::function<void(uint64_t seed)> leave_no_op;

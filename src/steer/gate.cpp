@@ -141,9 +141,7 @@ void GatedIntervention::check(const Transformer& model) const {
     throw InvalidArgument(detail::expected_got("gate threshold and probe bias", "finite numbers",
                                                std::to_string(threshold) + " and " + std::to_string(probe.bias)));
   const int64_t at_probe = hook_order(model, probe.hook);
-  const auto hn = HookName::parse(probe.hook);
-  const auto& cfg = model.config();
-  const int64_t width = hn.component == "z" ? cfg.n_heads * cfg.d_head : hn.component == "mlp_post" ? cfg.d_mlp : cfg.d_model;
+  const int64_t width = steer_detail::site_info(model, {probe.hook, -1}, "gate probe").width;
   if (!probe.weight.defined() || probe.weight.dim() != 1 || probe.weight.size(0) != width)
     throw ShapeError(detail::expected_got("probe weight at " + probe.hook, "shape [" + std::to_string(width) + "]",
                                           probe.weight.defined() ? c10::str(probe.weight.sizes()) : "undefined"));
@@ -231,8 +229,7 @@ TrainResult train_gate(Transformer& model, GatedIntervention& g, const BreakerDa
       throw InvalidArgument(detail::expected_got(std::string("train_gate inner ") + k, "non-zero (the gate scales it)", "0"));
   steer_detail::EditTraining edit;
   edit.what = "train_gate";
-  edit.positions = g.inner->positions_rule();
-  for (const auto& h : g.inner->site_hooks()) edit.last_layer = std::max(edit.last_layer, hook_layer(h));
+  edit.target = &g;
   g.gate = g.gate.detach().contiguous();
   edit.params.push_back({"gate", g.gate, /*decay=*/false});
   edit.attach = [&model, &g](const std::shared_ptr<AttachState>& state) { return attach_with(model, g, std::nullopt, state); };

@@ -100,9 +100,7 @@ std::vector<at::Tensor> site_activations(Transformer& model, const std::vector<B
   std::map<int64_t, std::vector<std::string>> hooks_by_width;  // flattened hook width -> hooks
   const auto& cfg = model.config();
   for (const auto& s : sites) {
-    const auto c = HookName::parse(s.hook).component;
-    const int64_t w = c == "z" ? cfg.n_heads * cfg.d_head : c == "mlp_post" ? cfg.d_mlp : cfg.d_model;
-    auto& list = hooks_by_width[w];
+    auto& list = hooks_by_width[site_info(model, {s.hook, -1}).width];
     if (std::find(list.begin(), list.end(), s.hook) == list.end()) list.push_back(s.hook);
   }
   std::map<std::string, at::Tensor> by_hook;  // [n, d]
@@ -278,9 +276,8 @@ TrainResult train_steering(Transformer& model, SteeringVector& sv, const Breaker
   sv.check_model_matches(model);
   steer_detail::EditTraining edit;
   edit.what = "train_steering";
-  edit.positions = sv.positions;
+  edit.target = &sv;
   for (size_t i = 0; i < sv.vectors.size(); ++i) {
-    edit.last_layer = std::max(edit.last_layer, hook_layer(sv.sites[i].hook));
     sv.vectors[i] = sv.vectors[i].detach().contiguous();
     edit.params.push_back({"vectors." + std::to_string(i), sv.vectors[i], /*decay=*/false});
   }

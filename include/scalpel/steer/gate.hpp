@@ -63,6 +63,9 @@ class GatedIntervention : public Intervention {
   HookHandle attach(Transformer& model, std::optional<double> strength = std::nullopt, bool check_model = true) const override;
   std::vector<std::pair<std::string, at::Tensor>> tensors() const override;
   std::string fields_json() const override;
+  /// A gate sits where its inner intervention sits, with its positions rule.
+  std::vector<std::string> site_hooks() const override { return inner->site_hooks(); }
+  std::string positions_rule() const override { return inner->positions_rule(); }
   /// The factor on the inner strength for each prompt (its last token), float32 [n].
   at::Tensor gate_values(Transformer& model, const std::vector<std::vector<int64_t>>& prompts, int64_t batch_size = 32) const;
   /// Validates the probe, the gate and the site order against `model`.
