@@ -119,15 +119,7 @@ TEST(Breaker, FileRoundTripAndModelCheck) {
 
 TEST(Breaker, TrainingLowersTheMarginAndFreezesTheModel) {
   auto m = tiny_model();
-  torch::manual_seed(3);
-  scalpel::BreakerData data;
-  for (int i = 0; i < 6; ++i) {
-    auto p = torch::randint(1, 50, {5}, torch::TensorOptions().dtype(torch::kLong));
-    data.prompts.push_back(std::vector<int64_t>(p.data_ptr<int64_t>(), p.data_ptr<int64_t>() + 5));
-    data.harmful.push_back({1 + i});
-    data.neutral.push_back({20 + i});
-    data.preserve.push_back({3, 4, 5, 6, 7, 8});
-  }
+  const auto data = scalpel::test::tiny_harm_data();
   const auto before = scalpel::harm_score(*m, data.prompts, data.harmful, data.neutral);
   const auto w = m->residual_writers().back().tensor.clone();
   auto cb = CircuitBreaker::create(*m, {{"blocks.2.mlp.hook_post"}}, 4);

@@ -144,15 +144,7 @@ TEST(Steering, FileRoundTripAndControlVector) {
 
 TEST(Steering, TrainingLowersTheMarginWithinTheNormBound) {
   auto m = tiny_model();
-  torch::manual_seed(3);
-  scalpel::BreakerData data;
-  for (int i = 0; i < 6; ++i) {
-    auto p = torch::randint(1, 50, {5}, torch::TensorOptions().dtype(torch::kLong));
-    data.prompts.push_back(std::vector<int64_t>(p.data_ptr<int64_t>(), p.data_ptr<int64_t>() + 5));
-    data.harmful.push_back({1 + i});
-    data.neutral.push_back({20 + i});
-    data.preserve.push_back({3, 4, 5, 6, 7, 8});
-  }
+  const auto data = scalpel::test::tiny_harm_data();
   const auto before = scalpel::harm_score(*m, data.prompts, data.harmful, data.neutral);
   auto sv = SteeringVector::create(*m, {{"blocks.2.hook_resid_pre"}});
   sv.max_norm = 3.0;
